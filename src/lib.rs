@@ -1,0 +1,15 @@
+//! tsilo: Kamailio's transaction storage for late parallel forking, in Rust.
+//!
+//! Layers, bottom up: `sys` (generated bindings), `kam` (a thin safe layer over Kamailio's C
+//! API), `silo` (the pure-Rust shared-memory store), `module` (what Kamailio loads: exports,
+//! script functions, KEMI, RPC, statistics).
+
+pub mod silo;
+mod sys;
+
+// Code that calls into Kamailio is left out of unit-test builds: a test executable cannot
+// resolve the kamailio binary's symbols (they resolve only when Kamailio dlopen()s us).
+#[cfg(not(test))]
+mod kam;
+#[cfg(not(test))]
+mod module;

@@ -1,0 +1,381 @@
+//! The silo: stored transactions, by AoR, in memory shared by every Kamailio process.
+//!
+//! Pure Rust, no FFI: the memory comes from a [`ShmAlloc`] (Kamailio's shm in the module, the
+//! heap or a shared mapping in unit tests) and each hash slot has its own cross-process
+//! [`ShmMutex`]. Nothing here calls TM or the registrar, so no silo lock is ever held across them:
+//! callers take a snapshot of transaction ids, and call TM after the lock is gone.
+//!
+//! Layout, all in shared memory (addresses are the same in every forked process):
+//! `Silo` -> `slots[size]` -> chain of `AorRecord` (key bytes inline) -> list of `StoredTransaction`.
+//! A `StoredTransaction` lives exactly as long as TM's TMCB_DESTROY callback that removes it, so
+//! its address is the callback's parameter.
+
+mod lock;
+
+pub use lock::{ShmMutex, ShmMutexGuard};
+
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Memory every process using the silo can see. Returned blocks are aligned to 8 bytes.
+pub trait ShmAlloc: Copy {
+    /// A block of `size` bytes, or null when memory is exhausted.
+    fn alloc(&self, size: usize) -> *mut u8;
+    /// # Safety
+    /// `p` came from `alloc` of this allocator and is not used afterwards.
+    unsafe fn free(&self, p: *mut u8);
+}
+
+/// TM's identity of a transaction: `$T(id_index)`, `$T(id_label)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct TransactionId {
+    pub index: u32,
+    pub label: u32,
+}
+
+/// Live and lifetime totals, exported as Kamailio statistics (group `tsilo`).
+#[derive(Default)]
+pub struct Counters {
+    pub stored_ruris: AtomicU64,
+    pub stored_transactions: AtomicU64,
+    pub total_ruris: AtomicU64,
+    pub total_transactions: AtomicU64,
+    pub added_branches: AtomicU64,
+}
+
+#[repr(C)]
+pub struct StoredTransaction {
+    next: *mut StoredTransaction,
+    record: *mut AorRecord,
+    pub id: TransactionId,
+}
+
+/// The silo's handle on one stored transaction (TMCB_DESTROY's parameter).
+pub type TxHandle = NonNull<StoredTransaction>;
+
+#[repr(C)]
+struct AorRecord {
+    next: *mut AorRecord,
+    transactions: *mut StoredTransaction,
+    hash: u32,
+    key_len: u32,
+    // `key_len` bytes of key follow the struct.
+}
+
+impl AorRecord {
+    /// # Safety
+    /// `rec` points to a live record.
+    unsafe fn key<'a>(rec: *const AorRecord) -> &'a [u8] {
+        // SAFETY: the key was copied right behind the struct at creation and never changes.
+        unsafe { core::slice::from_raw_parts((rec as *const u8).add(size_of::<AorRecord>()), (*rec).key_len as usize) }
+    }
+}
+
+#[repr(C)]
+struct Slot {
+    lock: ShmMutex,
+    records: u32,
+    first: *mut AorRecord,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Newly stored: register the removal callback with this handle.
+    New(TxHandle),
+    /// This transaction was already stored for this AoR: nothing changed.
+    Duplicate,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoreError {
+    NoMemory,
+    KeyTooLong,
+}
+
+/// One AoR as seen by `dump`.
+pub struct RecordSnapshot {
+    pub key: Vec<u8>,
+    pub hash: u32,
+    pub transactions: Vec<TransactionId>,
+}
+
+/// Totals gathered by `dump`, as `ts.dump` reports them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DumpTotals {
+    pub records: u64,
+    pub max_records_per_slot: u32,
+    pub transactions: u64,
+}
+
+#[repr(C)]
+pub struct Silo<A: ShmAlloc> {
+    alloc: A,
+    size: u32,
+    slots: *mut Slot,
+    pub counters: Counters,
+}
+
+// SAFETY: every mutable part is reached only under its slot's ShmMutex; counters are atomics.
+unsafe impl<A: ShmAlloc> Sync for Silo<A> {}
+unsafe impl<A: ShmAlloc> Send for Silo<A> {}
+
+/// The hash table size Kamailio's C tsilo would use for `requested`: at least 1, rounded down to
+/// a power of two. Returns the size and, when it differs, a warning for the log.
+pub fn sanitize_hash_size(requested: i64) -> (u32, Option<String>) {
+    if requested < 1 {
+        return (1, Some(format!("hash_size is smaller than 1 -> rounding from {requested} to 1")));
+    }
+    let capped = requested.min(1 << 30) as u32;
+    let size = 1u32 << (31 - capped.leading_zeros());
+    if i64::from(size) != requested {
+        (size, Some(format!("hash_size is not a power of 2 as it should be -> rounding from {requested} to {size}")))
+    } else {
+        (size, None)
+    }
+}
+
+/// FNV-1a: short keys (user parts), cheap, well spread in the low bits we mask with.
+pub fn key_hash(key: &[u8]) -> u32 {
+    key.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+impl<A: ShmAlloc> Silo<A> {
+    /// Allocates and initialises the silo with `size` slots (a power of two) in `alloc`'s memory.
+    pub fn create(alloc: A, size: u32) -> Option<NonNull<Silo<A>>> {
+        assert!(size.is_power_of_two(), "silo size must be a power of two");
+        let slots = alloc.alloc(size as usize * size_of::<Slot>()) as *mut Slot;
+        if slots.is_null() {
+            return None;
+        }
+        let silo = alloc.alloc(size_of::<Silo<A>>()) as *mut Silo<A>;
+        if silo.is_null() {
+            // SAFETY: just allocated above, unused.
+            unsafe { alloc.free(slots as *mut u8) };
+            return None;
+        }
+        // SAFETY: both blocks are fresh, large enough and aligned for these types.
+        unsafe {
+            for i in 0..size as usize {
+                slots.add(i).write(Slot { lock: ShmMutex::new(), records: 0, first: ptr::null_mut() });
+            }
+            silo.write(Silo { alloc, size, slots, counters: Counters::default() });
+            Some(NonNull::new_unchecked(silo))
+        }
+    }
+
+    /// Frees the silo and everything in it, without locking.
+    ///
+    /// # Safety
+    /// No other process uses the silo any more (module shutdown), and `this` came from `create`.
+    pub unsafe fn destroy(this: NonNull<Silo<A>>) {
+        // SAFETY: the caller guarantees exclusive access; every pointer was allocated by `alloc`.
+        unsafe {
+            let silo = this.as_ptr();
+            let alloc = (*silo).alloc;
+            for i in 0..(*silo).size as usize {
+                let mut rec = (*(*silo).slots.add(i)).first;
+                while !rec.is_null() {
+                    let next_rec = (*rec).next;
+                    let mut tx = (*rec).transactions;
+                    while !tx.is_null() {
+                        let next_tx = (*tx).next;
+                        alloc.free(tx as *mut u8);
+                        tx = next_tx;
+                    }
+                    alloc.free(rec as *mut u8);
+                    rec = next_rec;
+                }
+            }
+            alloc.free((*silo).slots as *mut u8);
+            alloc.free(silo as *mut u8);
+        }
+    }
+
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The slot for `hash`: a raw pointer, since its chain is changed by whoever holds its lock.
+    fn slot(&self, hash: u32) -> *mut Slot {
+        // SAFETY: size is a power of two, so the masked index is in bounds.
+        unsafe { self.slots.add((hash & (self.size - 1)) as usize) }
+    }
+
+    fn lock(&self, slot: *mut Slot) -> ShmMutexGuard<'_> {
+        // SAFETY: slots live as long as the silo; the lock is only used through shared references.
+        unsafe { (*slot).lock.lock() }
+    }
+
+    /// Stores `id` for the AoR `key`, creating the AoR's record if it is the first.
+    pub fn store(&self, key: &[u8], id: TransactionId) -> Result<Stored, StoreError> {
+        let key_len = u32::try_from(key.len()).map_err(|_| StoreError::KeyTooLong)?;
+        let hash = key_hash(key);
+        let slot = self.slot(hash);
+        // Allocate before taking the lock: shm_malloc has a lock of its own, keep ours short.
+        let tx = self.alloc.alloc(size_of::<StoredTransaction>()) as *mut StoredTransaction;
+        if tx.is_null() {
+            return Err(StoreError::NoMemory);
+        }
+        let guard = self.lock(slot);
+        // SAFETY: the slot's chain is only read or changed under its lock, held here.
+        unsafe {
+            let mut rec = find_record(slot, hash, key);
+            if rec.is_null() {
+                rec = self.alloc.alloc(size_of::<AorRecord>() + key.len()) as *mut AorRecord;
+                if rec.is_null() {
+                    drop(guard);
+                    self.alloc.free(tx as *mut u8);
+                    return Err(StoreError::NoMemory);
+                }
+                rec.write(AorRecord { next: (*slot).first, transactions: ptr::null_mut(), hash, key_len });
+                ptr::copy_nonoverlapping(key.as_ptr(), (rec as *mut u8).add(size_of::<AorRecord>()), key.len());
+                (*slot).first = rec;
+                (*slot).records += 1;
+                self.counters.stored_ruris.fetch_add(1, Relaxed);
+                self.counters.total_ruris.fetch_add(1, Relaxed);
+            } else {
+                let mut cur = (*rec).transactions;
+                while !cur.is_null() {
+                    if (*cur).id == id {
+                        drop(guard);
+                        self.alloc.free(tx as *mut u8);
+                        return Ok(Stored::Duplicate);
+                    }
+                    cur = (*cur).next;
+                }
+            }
+            // Append, so appends and dumps see transactions in arrival order.
+            tx.write(StoredTransaction { next: ptr::null_mut(), record: rec, id });
+            let mut link = &mut (*rec).transactions as *mut *mut StoredTransaction;
+            while !(*link).is_null() {
+                link = &mut (**link).next;
+            }
+            *link = tx;
+        }
+        drop(guard);
+        self.counters.stored_transactions.fetch_add(1, Relaxed);
+        self.counters.total_transactions.fetch_add(1, Relaxed);
+        // SAFETY: checked non-null above.
+        Ok(Stored::New(unsafe { NonNull::new_unchecked(tx) }))
+    }
+
+    /// Removes a stored transaction (TM destroyed it), and its AoR with its last transaction.
+    ///
+    /// # Safety
+    /// `handle` came from `store` on this silo and was not removed before.
+    pub unsafe fn remove(&self, handle: TxHandle) {
+        let tx = handle.as_ptr();
+        // SAFETY: `record` and the record's hash never change after creation, and the record
+        // outlives its transactions, so reading them before locking is sound.
+        let rec = unsafe { (*tx).record };
+        let slot = self.slot(unsafe { (*rec).hash });
+        let mut free_record = false;
+        {
+            let _guard = self.lock(slot);
+            // SAFETY: lists are changed only under the slot lock, held here.
+            unsafe {
+                let mut link = &mut (*rec).transactions as *mut *mut StoredTransaction;
+                while !(*link).is_null() && *link != tx {
+                    link = &mut (**link).next;
+                }
+                debug_assert!(!(*link).is_null(), "removing a transaction that is not stored");
+                if !(*link).is_null() {
+                    *link = (*tx).next;
+                }
+                if (*rec).transactions.is_null() {
+                    let mut rlink = &mut (*slot).first as *mut *mut AorRecord;
+                    while *rlink != rec {
+                        rlink = &mut (**rlink).next;
+                    }
+                    *rlink = (*rec).next;
+                    (*slot).records -= 1;
+                    free_record = true;
+                }
+            }
+        }
+        self.counters.stored_transactions.fetch_sub(1, Relaxed);
+        // SAFETY: both are unlinked, and no one else holds their address.
+        unsafe {
+            self.alloc.free(tx as *mut u8);
+            if free_record {
+                self.counters.stored_ruris.fetch_sub(1, Relaxed);
+                self.alloc.free(rec as *mut u8);
+            }
+        }
+    }
+
+    /// The ids stored for `key`, in arrival order, appended to `out`; false if the AoR is unknown.
+    pub fn transactions_of(&self, key: &[u8], out: &mut Vec<TransactionId>) -> bool {
+        let hash = key_hash(key);
+        let slot = self.slot(hash);
+        let _guard = self.lock(slot);
+        // SAFETY: read under the slot lock.
+        unsafe {
+            let rec = find_record(slot, hash, key);
+            if rec.is_null() {
+                return false;
+            }
+            let mut tx = (*rec).transactions;
+            while !tx.is_null() {
+                out.push((*tx).id);
+                tx = (*tx).next;
+            }
+        }
+        true
+    }
+
+    /// Calls `f` for every AoR, slot by slot; each slot is copied under its lock and `f` runs
+    /// after the lock is released.
+    pub fn dump(&self, mut f: impl FnMut(&RecordSnapshot)) -> DumpTotals {
+        let mut totals = DumpTotals::default();
+        let mut records = Vec::new();
+        for i in 0..self.size {
+            let slot = self.slot(i);
+            {
+                let _guard = self.lock(slot);
+                // SAFETY: read under the slot lock.
+                unsafe {
+                    totals.max_records_per_slot = totals.max_records_per_slot.max((*slot).records);
+                    let mut rec = (*slot).first;
+                    while !rec.is_null() {
+                        let mut transactions = Vec::new();
+                        let mut tx = (*rec).transactions;
+                        while !tx.is_null() {
+                            transactions.push((*tx).id);
+                            tx = (*tx).next;
+                        }
+                        records.push(RecordSnapshot { key: AorRecord::key(rec).to_vec(), hash: (*rec).hash, transactions });
+                        rec = (*rec).next;
+                    }
+                }
+            }
+            for r in records.drain(..) {
+                totals.records += 1;
+                totals.transactions += r.transactions.len() as u64;
+                f(&r);
+            }
+        }
+        totals
+    }
+}
+
+/// # Safety
+/// The caller holds `slot`'s lock.
+unsafe fn find_record(slot: *mut Slot, hash: u32, key: &[u8]) -> *mut AorRecord {
+    // SAFETY: the chain is stable under the caller's lock.
+    unsafe {
+        let mut rec = (*slot).first;
+        while !rec.is_null() {
+            if (*rec).hash == hash && AorRecord::key(rec) == key {
+                return rec;
+            }
+            rec = (*rec).next;
+        }
+    }
+    ptr::null_mut()
+}
+
+#[cfg(test)]
+mod tests;

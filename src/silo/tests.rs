@@ -1,0 +1,361 @@
+use super::*;
+use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering::SeqCst};
+
+/// The process heap, counting live blocks so tests can prove nothing leaks.
+#[derive(Clone, Copy)]
+struct CountingHeap(&'static AtomicI64);
+
+impl CountingHeap {
+    fn new() -> Self {
+        CountingHeap(Box::leak(Box::new(AtomicI64::new(0))))
+    }
+    fn live(&self) -> i64 {
+        self.0.load(SeqCst)
+    }
+}
+
+impl ShmAlloc for CountingHeap {
+    fn alloc(&self, size: usize) -> *mut u8 {
+        self.0.fetch_add(1, SeqCst);
+        // SAFETY: plain malloc; glibc aligns to 16.
+        unsafe { libc::malloc(size) as *mut u8 }
+    }
+    unsafe fn free(&self, p: *mut u8) {
+        self.0.fetch_sub(1, SeqCst);
+        // SAFETY: p came from malloc above.
+        unsafe { libc::free(p as *mut libc::c_void) }
+    }
+}
+
+fn id(index: u32, label: u32) -> TransactionId {
+    TransactionId { index, label }
+}
+
+fn ids_of<A: ShmAlloc>(silo: &Silo<A>, key: &[u8]) -> Option<Vec<TransactionId>> {
+    let mut v = Vec::new();
+    silo.transactions_of(key, &mut v).then_some(v)
+}
+
+fn stored(r: Result<Stored, StoreError>) -> TxHandle {
+    match r {
+        Ok(Stored::New(h)) => h,
+        other => panic!("expected a new entry, got {other:?}"),
+    }
+}
+
+#[test]
+fn store_lookup_remove() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 8).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    assert_eq!(ids_of(silo, b"alice"), None);
+
+    let a = stored(silo.store(b"alice", id(1, 10)));
+    let b = stored(silo.store(b"alice", id(2, 20)));
+    let c = stored(silo.store(b"bob", id(3, 30)));
+    assert_eq!(ids_of(silo, b"alice"), Some(vec![id(1, 10), id(2, 20)]));
+    assert_eq!(ids_of(silo, b"bob"), Some(vec![id(3, 30)]));
+    assert_eq!(silo.counters.stored_ruris.load(SeqCst), 2);
+    assert_eq!(silo.counters.stored_transactions.load(SeqCst), 3);
+
+    unsafe { silo.remove(a) };
+    assert_eq!(ids_of(silo, b"alice"), Some(vec![id(2, 20)]));
+    unsafe { silo.remove(b) };
+    assert_eq!(ids_of(silo, b"alice"), None, "an AoR disappears with its last transaction");
+    unsafe { silo.remove(c) };
+    assert_eq!(silo.counters.stored_ruris.load(SeqCst), 0);
+    assert_eq!(silo.counters.stored_transactions.load(SeqCst), 0);
+    assert_eq!(silo.counters.total_ruris.load(SeqCst), 2, "one record each for alice and bob");
+    assert_eq!(silo.counters.total_transactions.load(SeqCst), 3);
+    assert_eq!(heap.live(), 2, "only the silo and its slots remain");
+    unsafe { Silo::destroy(ptr) };
+    assert_eq!(heap.live(), 0);
+}
+
+#[test]
+fn duplicate_store_keeps_one_entry() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 4).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let h = stored(silo.store(b"alice", id(5, 6)));
+    assert_eq!(silo.store(b"alice", id(5, 6)), Ok(Stored::Duplicate));
+    assert_eq!(ids_of(silo, b"alice"), Some(vec![id(5, 6)]));
+    assert_eq!(silo.counters.stored_transactions.load(SeqCst), 1);
+    // The same transaction for another AoR is a separate entry (a forked INVITE to two users).
+    let other = stored(silo.store(b"bob", id(5, 6)));
+    unsafe {
+        silo.remove(h);
+        silo.remove(other);
+    }
+    assert_eq!(heap.live(), 2, "the refused duplicate's block was freed");
+    unsafe { Silo::destroy(ptr) };
+}
+
+#[test]
+fn collisions_in_one_slot() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 1).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let keys: Vec<String> = (0..50).map(|i| format!("user{i}")).collect();
+    let handles: Vec<TxHandle> =
+        keys.iter().enumerate().map(|(i, k)| stored(silo.store(k.as_bytes(), id(i as u32, 1)))).collect();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(ids_of(silo, k.as_bytes()), Some(vec![id(i as u32, 1)]));
+    }
+    let mut seen = 0;
+    let totals = silo.dump(|r| {
+        seen += 1;
+        assert_eq!(r.hash, key_hash(&r.key));
+    });
+    assert_eq!(seen, 50);
+    assert_eq!(totals, DumpTotals { records: 50, max_records_per_slot: 50, transactions: 50 });
+    // Remove from the middle, the head and the tail of the chain.
+    for i in [25, 49, 0] {
+        unsafe { silo.remove(handles[i]) };
+        assert_eq!(ids_of(silo, keys[i].as_bytes()), None);
+    }
+    assert_eq!(silo.dump(|_| {}).records, 47);
+    unsafe { Silo::destroy(ptr) };
+    assert_eq!(heap.live(), 0, "destroy frees what is still stored");
+}
+
+#[test]
+fn hash_size_rounding() {
+    assert_eq!(sanitize_hash_size(2048), (2048, None));
+    assert_eq!(sanitize_hash_size(1), (1, None));
+    assert_eq!(sanitize_hash_size(1000).0, 512);
+    assert!(sanitize_hash_size(1000).1.unwrap().contains("rounding from 1000 to 512"));
+    assert_eq!(sanitize_hash_size(3).0, 2);
+    assert_eq!(sanitize_hash_size(0).0, 1);
+    assert_eq!(sanitize_hash_size(-5).0, 1);
+    assert!(sanitize_hash_size(-5).1.unwrap().contains("smaller than 1"));
+}
+
+#[test]
+fn keys_are_exact_bytes() {
+    // With use_domain the module keys by the whole URI, without it by the user part: the silo
+    // itself must treat keys as exact byte strings.
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 16).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let a = stored(silo.store(b"sip:alice@a.example", id(1, 1)));
+    let b = stored(silo.store(b"sip:alice@b.example", id(2, 2)));
+    assert_eq!(ids_of(silo, b"sip:alice@a.example"), Some(vec![id(1, 1)]));
+    assert_eq!(ids_of(silo, b"sip:alice@b.example"), Some(vec![id(2, 2)]));
+    assert_eq!(ids_of(silo, b"alice"), None);
+    assert_eq!(ids_of(silo, b"ALICE"), None);
+    unsafe {
+        silo.remove(a);
+        silo.remove(b);
+        Silo::destroy(ptr);
+    }
+}
+
+#[test]
+fn out_of_memory_is_an_error_not_a_crash() {
+    #[derive(Clone, Copy)]
+    struct Budget(&'static AtomicI64, CountingHeap);
+    impl ShmAlloc for Budget {
+        fn alloc(&self, size: usize) -> *mut u8 {
+            if self.0.fetch_sub(1, SeqCst) <= 0 { ptr::null_mut() } else { self.1.alloc(size) }
+        }
+        unsafe fn free(&self, p: *mut u8) {
+            unsafe { self.1.free(p) }
+        }
+    }
+    let heap = CountingHeap::new();
+    let budget = Budget(Box::leak(Box::new(AtomicI64::new(3))), heap);
+    let ptr = Silo::create(budget, 4).unwrap(); // 2 blocks
+    let silo = unsafe { ptr.as_ref() };
+    // One block left: the transaction gets it, the new record does not.
+    assert_eq!(silo.store(b"alice", id(1, 1)), Err(StoreError::NoMemory));
+    assert_eq!(ids_of(silo, b"alice"), None);
+    assert_eq!(silo.store(b"alice", id(1, 1)), Err(StoreError::NoMemory));
+    assert_eq!(heap.live(), 2, "failed stores leave nothing behind");
+    unsafe { Silo::destroy(ptr) };
+}
+
+// ---- several processes on one shared mapping ----
+
+/// A bump allocator over a MAP_SHARED mapping: what one forked process allocates, all see.
+#[derive(Clone, Copy)]
+struct SharedArena(*mut ArenaHeader);
+
+struct ArenaHeader {
+    next: AtomicUsize,
+    end: usize,
+    live: AtomicI64,
+}
+
+// SAFETY: the header is only touched through atomics.
+unsafe impl Send for SharedArena {}
+unsafe impl Sync for SharedArena {}
+
+impl SharedArena {
+    fn new(bytes: usize) -> Self {
+        // SAFETY: a fresh anonymous shared mapping; checked for failure.
+        unsafe {
+            let p = libc::mmap(
+                ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            let header = p as *mut ArenaHeader;
+            let start = p as usize + size_of::<ArenaHeader>().next_multiple_of(16);
+            header.write(ArenaHeader { next: AtomicUsize::new(start), end: p as usize + bytes, live: AtomicI64::new(0) });
+            SharedArena(header)
+        }
+    }
+    fn live(&self) -> i64 {
+        unsafe { (*self.0).live.load(SeqCst) }
+    }
+}
+
+impl ShmAlloc for SharedArena {
+    fn alloc(&self, size: usize) -> *mut u8 {
+        // SAFETY: the header lives in the mapping for the whole test.
+        let h = unsafe { &*self.0 };
+        let at = h.next.fetch_add(size.next_multiple_of(16), SeqCst);
+        if at + size > h.end {
+            return ptr::null_mut();
+        }
+        h.live.fetch_add(1, SeqCst);
+        at as *mut u8
+    }
+    unsafe fn free(&self, _p: *mut u8) {
+        unsafe { (*self.0).live.fetch_sub(1, SeqCst) };
+    }
+}
+
+/// Runs `work(child_number)` in `n` forked children and checks they all exit 0.
+fn in_children(n: u32, work: impl Fn(u32) -> bool) {
+    let mut pids = Vec::new();
+    for c in 0..n {
+        // SAFETY: the child only touches the shared mapping (no heap, no locks of this process)
+        // and leaves with _exit, never returning into the test harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(c))).unwrap_or(false);
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        pids.push(pid);
+    }
+    for pid in pids {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child {pid} failed: {status}");
+    }
+}
+
+#[test]
+fn shm_mutex_excludes_across_processes() {
+    const CHILDREN: u32 = 4;
+    const ROUNDS: u64 = 50_000;
+    let arena = SharedArena::new(1 << 16);
+    let lock = arena.alloc(size_of::<ShmMutex>()) as *mut ShmMutex;
+    let counter = arena.alloc(size_of::<u64>()) as *mut u64;
+    // SAFETY: fresh, aligned blocks of the shared mapping.
+    unsafe {
+        lock.write(ShmMutex::new());
+        counter.write(0);
+    }
+    let (lock_addr, counter_addr) = (lock as usize, counter as usize);
+    in_children(CHILDREN, |_| {
+        let lock = unsafe { &*(lock_addr as *const ShmMutex) };
+        for _ in 0..ROUNDS {
+            let _g = lock.lock();
+            // A non-atomic read-modify-write: only mutual exclusion keeps the count exact.
+            unsafe {
+                let p = counter_addr as *mut u64;
+                let v = ptr::read_volatile(p);
+                std::hint::spin_loop();
+                ptr::write_volatile(p, v + 1);
+            }
+        }
+        true
+    });
+    assert_eq!(unsafe { *counter }, u64::from(CHILDREN) * ROUNDS);
+}
+
+#[test]
+fn forked_processes_share_one_silo() {
+    const CHILDREN: u32 = 4;
+    const PER_CHILD: u32 = 3_000;
+    let arena = SharedArena::new(64 << 20);
+    // Two slots: every process hammers the same locks and chains.
+    let ptr = Silo::create(arena, 2).unwrap();
+    let baseline = arena.live();
+    let addr = ptr.as_ptr() as usize;
+    let keys: [&[u8]; 6] = [b"alice", b"bob", b"carol", b"dave", b"erin", b"frank"];
+
+    // Each child stores its own transactions over shared AoRs, then removes every other one.
+    in_children(CHILDREN, |c| {
+        let silo = unsafe { &*(addr as *const Silo<SharedArena>) };
+        let mut handles = [None; PER_CHILD as usize];
+        for i in 0..PER_CHILD {
+            let key = keys[(i % 6) as usize];
+            match silo.store(key, id(c, i)) {
+                Ok(Stored::New(h)) => handles[i as usize] = Some(h),
+                _ => return false,
+            }
+        }
+        for i in (0..PER_CHILD).step_by(2) {
+            unsafe { silo.remove(handles[i as usize].unwrap()) };
+        }
+        true
+    });
+
+    let silo = unsafe { ptr.as_ref() };
+    let kept = u64::from(CHILDREN * PER_CHILD / 2);
+    assert_eq!(silo.counters.stored_transactions.load(SeqCst), kept);
+    assert_eq!(silo.counters.total_transactions.load(SeqCst), u64::from(CHILDREN * PER_CHILD));
+    let mut all = Vec::new();
+    for k in keys {
+        silo.transactions_of(k, &mut all);
+    }
+    assert_eq!(all.len() as u64, kept, "nothing lost, nothing duplicated");
+    all.sort_by_key(|t| (t.index, t.label));
+    all.dedup();
+    assert_eq!(all.len() as u64, kept);
+    assert!(all.iter().all(|t| t.label % 2 == 1), "exactly the odd ones remain");
+
+    // Now remove the rest from other processes than the ones that stored them.
+    let mut rest = Vec::new();
+    silo.dump(|_| {});
+    for k in keys {
+        let hash = key_hash(k);
+        let slot = silo.slot(hash);
+        let _g = silo.lock(slot);
+        unsafe {
+            let rec = find_record(slot, hash, k);
+            if rec.is_null() {
+                continue; // keys whose every transaction had an even label are gone
+            }
+            let mut tx = (*rec).transactions;
+            while !tx.is_null() {
+                rest.push(tx as usize);
+                tx = (*tx).next;
+            }
+        }
+    }
+    let rest_ref = &rest;
+    in_children(CHILDREN, |c| {
+        let silo = unsafe { &*(addr as *const Silo<SharedArena>) };
+        for (i, &h) in rest_ref.iter().enumerate() {
+            if i as u32 % CHILDREN == c {
+                unsafe { silo.remove(NonNull::new_unchecked(h as *mut StoredTransaction)) };
+            }
+        }
+        true
+    });
+    assert_eq!(silo.counters.stored_transactions.load(SeqCst), 0);
+    assert_eq!(silo.counters.stored_ruris.load(SeqCst), 0);
+    assert_eq!(silo.dump(|_| {}), DumpTotals::default());
+    assert_eq!(arena.live(), baseline, "every block allocated by a child was freed");
+}
