@@ -10,6 +10,7 @@ mod sys;
 // Code that calls into Kamailio is left out of unit-test builds: a test executable cannot
 // resolve the kamailio binary's symbols (they resolve only when Kamailio dlopen()s us).
 #[cfg(not(test))]
+#[macro_use]
 mod kam;
 #[cfg(not(test))]
 mod module;

@@ -1,0 +1,15 @@
+//! A thin safe layer over Kamailio's C API: each file wraps one concern, and nothing above this
+//! layer touches `sys` except to name types.
+
+#[macro_use]
+pub mod log;
+pub mod export;
+pub mod guard;
+pub mod msg;
+pub mod param;
+pub mod registrar;
+pub mod rpc;
+pub mod shm;
+pub mod str;
+pub mod tm;
+pub mod uri;

@@ -1,0 +1,80 @@
+//! The TM module's API (struct tm_binds), bound once in mod_init and inherited by the workers.
+
+use crate::silo::TransactionId;
+use crate::sys;
+use once_cell::sync::OnceCell;
+use std::ffi::{c_int, c_void};
+use std::ptr::NonNull;
+
+struct Binds(sys::tm_binds);
+// SAFETY: only function pointers, written once before fork and read-only afterwards.
+unsafe impl Send for Binds {}
+unsafe impl Sync for Binds {}
+
+static TM: OnceCell<Binds> = OnceCell::new();
+
+/// Binds TM's API; fails (with TM's own log line) when tm is not loaded before us.
+pub fn load() -> bool {
+    TM.get_or_try_init(|| {
+        let mut binds = sys::tm_binds::default();
+        // SAFETY: fills the struct through TM's exported `load_tm` function.
+        match unsafe { sys::tsilo_shim_load_tm_api(&mut binds) } {
+            0 => Ok(Binds(binds)),
+            _ => Err(()),
+        }
+    })
+    .is_ok()
+}
+
+fn api() -> &'static sys::tm_binds {
+    &TM.get().expect("TM API used before mod_init bound it").0
+}
+
+/// A transaction TM handed us; only valid while TM keeps it alive (see the callers).
+#[derive(Clone, Copy)]
+pub struct Cell(NonNull<sys::cell>);
+
+impl Cell {
+    pub fn as_ptr(self) -> *mut sys::cell {
+        self.0.as_ptr()
+    }
+    pub fn id(self) -> TransactionId {
+        // SAFETY: the cell is alive (caller's contract on Cell); these fields never change.
+        unsafe { TransactionId { index: (*self.as_ptr()).hash_index, label: (*self.as_ptr()).label } }
+    }
+    pub fn is_canceled(self) -> bool {
+        // SAFETY: as above; a plain flag read, as the C module does.
+        unsafe { u32::from((*self.as_ptr()).flags) & sys::T_CANCELED != 0 }
+    }
+    pub fn uas_status(self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self.as_ptr()).uas.status }
+    }
+    /// The request that created the transaction (TM's shm clone).
+    pub fn request(self) -> *mut sys::sip_msg {
+        // SAFETY: as above.
+        unsafe { (*self.as_ptr()).uas.request }
+    }
+}
+
+/// The transaction of the message being processed (t_newtran/t_relay), if any.
+pub fn current() -> Option<Cell> {
+    // SAFETY: t_gett reads this process's current-transaction global.
+    let t = unsafe { api().t_gett.unwrap()() };
+    // SAFETY: T_UNDEFINED is a constant sentinel pointer.
+    if t.is_null() || t == unsafe { sys::tsilo_shim_t_undefined() } {
+        return None;
+    }
+    NonNull::new(t).map(Cell)
+}
+
+/// Registers `f(param)` to run when TM destroys `t` (in whichever process frees it).
+pub fn on_destroy(
+    msg: *mut sys::sip_msg,
+    t: Cell,
+    f: unsafe extern "C" fn(*mut sys::cell, c_int, *mut sys::tmcb_params),
+    param: *mut c_void,
+) -> bool {
+    // SAFETY: `t` is the current, live transaction; `param` is the silo's shm entry.
+    unsafe { api().register_tmcb.unwrap()(msg, t.as_ptr(), sys::TMCB_DESTROY as c_int, Some(f), param, None) >= 0 }
+}

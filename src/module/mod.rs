@@ -1,0 +1,157 @@
+//! What Kamailio loads: the version symbols, `exports` (script functions, parameters, RPC),
+//! `mod_register` (KEMI), and the module's life cycle (mod_init before fork, destroy at exit).
+
+mod kemi;
+mod on_destroy;
+mod rpc;
+mod stats;
+mod store;
+
+use crate::kam::export::{CStrPtr, CTable};
+use crate::kam::guard::{guard, install_panic_hook};
+use crate::kam::shm::KamShm;
+use crate::kam::{registrar, tm};
+use crate::silo::{Silo, sanitize_hash_size};
+use crate::sys;
+use once_cell::sync::OnceCell;
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr::{NonNull, null_mut};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
+
+// ---- the loader's version check (core/sr_module.c) ----
+
+#[unsafe(no_mangle)]
+pub static module_version: CStrPtr = CStrPtr(sys::version::FULL_VERSION.as_ptr());
+#[unsafe(no_mangle)]
+pub static module_flags: CStrPtr = CStrPtr(sys::version::COMPILE_FLAGS.as_ptr());
+#[unsafe(no_mangle)]
+pub static module_interface_ver: u32 = sys::version::INTERFACE_VER;
+
+// ---- parameters (modparam writes them, in the main process, before mod_init) ----
+
+static HASH_SIZE: AtomicI32 = AtomicI32::new(2048);
+static USE_DOMAIN: AtomicI32 = AtomicI32::new(0);
+
+/// Whether AoRs are keyed by the whole URI (`use_domain`), or by its user part.
+pub fn use_domain() -> bool {
+    USE_DOMAIN.load(Relaxed) != 0
+}
+
+const fn int_param(name: &'static std::ffi::CStr, value: &'static AtomicI32) -> sys::param_export_t {
+    sys::param_export_t { name: name.as_ptr() as *mut c_char, type_: sys::PARAM_INT, param_pointer: value.as_ptr() as *mut c_void }
+}
+
+static PARAMS: CTable<[sys::param_export_t; 3]> = CTable([
+    int_param(c"hash_size", &HASH_SIZE),
+    int_param(c"use_domain", &USE_DOMAIN),
+    sys::param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
+]);
+
+// ---- script functions ----
+
+const ROUTES: u32 = sys::REQUEST_ROUTE | sys::FAILURE_ROUTE;
+
+type Fixup = unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int;
+
+const fn cmd(name: &'static std::ffi::CStr, function: *const (), params: c_int, fixup: Option<Fixup>, free: Option<Fixup>) -> sys::cmd_export_t {
+    sys::cmd_export_t {
+        name: name.as_ptr() as *mut c_char,
+        // SAFETY: Kamailio calls a function with as many `char*` parameters as `param_no` says;
+        // each wrapper is declared with exactly that many.
+        function: unsafe { std::mem::transmute::<*const (), sys::cmd_function>(function) },
+        param_no: params,
+        fixup,
+        free_fixup: free,
+        flags: ROUTES,
+    }
+}
+
+static CMDS: CTable<[sys::cmd_export_t; 3]> = CTable([
+    cmd(c"ts_store", store::w_ts_store0 as *const (), 0, None, None),
+    cmd(c"ts_store", store::w_ts_store1 as *const (), 1, Some(sys::fixup_spve_null), Some(sys::fixup_free_spve_null)),
+    sys::cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
+]);
+
+#[unsafe(no_mangle)]
+pub static exports: CTable<sys::module_exports> = CTable(sys::module_exports {
+    name: c"tsilo".as_ptr() as *mut c_char,
+    dlflags: sys::DEFAULT_DLFLAGS,
+    cmds: CMDS.0.as_ptr() as *mut _,
+    params: PARAMS.0.as_ptr() as *mut _,
+    rpc_methods: rpc::METHODS.0.as_ptr() as *mut _,
+    pv_items: null_mut(),
+    response_f: None,
+    init_mod_f: Some(mod_init),
+    init_child_f: None,
+    destroy_mod_f: Some(destroy),
+});
+
+/// Called at load time, before mod_init: the place to register KEMI functions.
+#[unsafe(no_mangle)]
+pub extern "C" fn mod_register(_path: *mut c_char, _dlflags: *mut c_int, _p1: *mut c_void, _p2: *mut c_void) -> c_int {
+    install_panic_hook();
+    guard(-1, kemi::register)
+}
+
+// ---- the silo, shared by every process ----
+
+struct SiloRef(NonNull<Silo<KamShm>>);
+// SAFETY: the silo lives in shm and synchronises itself (per-slot cross-process locks, atomics).
+unsafe impl Send for SiloRef {}
+unsafe impl Sync for SiloRef {}
+
+/// Set in mod_init, before fork: every child inherits the pointer.
+static SILO: OnceCell<SiloRef> = OnceCell::new();
+/// Set once destroy() has freed the silo: late TM callbacks must not touch it.
+static SILO_GONE: AtomicBool = AtomicBool::new(false);
+
+pub fn silo() -> Option<&'static Silo<KamShm>> {
+    if SILO_GONE.load(Relaxed) {
+        return None;
+    }
+    // SAFETY: created in mod_init, freed only at shutdown (after which SILO_GONE is set).
+    SILO.get().map(|s| unsafe { s.0.as_ref() })
+}
+
+extern "C" fn mod_init() -> c_int {
+    guard(-1, || {
+        if !tm::load() {
+            lm_err!("cannot load the TM API: load the tm module before tsilo");
+            return -1;
+        }
+        if !registrar::load() {
+            lm_err!("cannot load the REGISTRAR API: load the registrar module before tsilo");
+            return -1;
+        }
+        let (size, warning) = sanitize_hash_size(i64::from(HASH_SIZE.load(Relaxed)));
+        if let Some(w) = warning {
+            lm_warn!("{w}");
+        }
+        let Some(silo) = Silo::create(KamShm, size) else {
+            lm_err!("out of shared memory creating the table ({size} slots)");
+            return -1;
+        };
+        if SILO.set(SiloRef(silo)).is_err() {
+            lm_err!("mod_init called twice");
+            return -1;
+        }
+        if !stats::register() {
+            lm_err!("failed to register the statistics");
+            return -1;
+        }
+        lm_dbg!("table created with {size} slots");
+        0
+    })
+}
+
+extern "C" fn destroy() {
+    guard((), || {
+        let Some(s) = SILO.get() else { return };
+        if SILO_GONE.swap(true, Relaxed) {
+            return;
+        }
+        // SAFETY: at destroy time the workers are gone; TMCB_DESTROY callbacks check SILO_GONE
+        // (and destroy_modules_phase) before touching the silo.
+        unsafe { Silo::destroy(s.0) };
+    })
+}

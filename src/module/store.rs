@@ -1,0 +1,87 @@
+//! ts_store([uri]): remember the current transaction under the AoR of `uri` (default: the R-URI).
+
+use super::on_destroy::ts_on_destroy;
+use super::{silo, use_domain};
+use crate::kam::guard::guard;
+use crate::kam::str::show;
+use crate::kam::uri::SipUri;
+use crate::kam::{msg, param, tm};
+use crate::silo::{StoreError, Stored};
+use crate::sys;
+use std::ffi::{c_char, c_int};
+
+/// The silo key of a URI: its user part, or the whole URI with `use_domain`.
+/// None (after logging why) for a URI Kamailio cannot parse or an empty key.
+pub fn aor_key(uri: &[u8]) -> Option<&[u8]> {
+    let Some(parsed) = SipUri::parse(uri) else {
+        lm_err!("bad uri [{}]", show(uri));
+        return None;
+    };
+    let key = if use_domain() { uri } else { parsed.user() };
+    if key.is_empty() {
+        lm_err!("malformed aor from uri [{}]: no user part", show(uri));
+        return None;
+    }
+    Some(key)
+}
+
+/// Stores the current transaction for the AoR of `uri`, or of the request URI when `uri` is None
+/// or empty. 1 on success (also when it was stored already), -1 on error.
+///
+/// # Safety
+/// `msg` is the request being processed by the calling script function.
+pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
+    let uri = match uri {
+        Some(u) if !u.is_empty() => u,
+        // SAFETY: the caller's contract.
+        _ => unsafe { msg::request_uri(msg) },
+    };
+    let Some(key) = aor_key(uri) else { return -1 };
+    let Some(t) = tm::current() else {
+        lm_err!("no transaction defined for {} (call t_newtran() or t_relay() first)", show(key));
+        return -1;
+    };
+    let Some(silo) = silo() else { return -1 };
+    let id = t.id();
+    match silo.store(key, id) {
+        Ok(Stored::New(handle)) => {
+            if !tm::on_destroy(msg, t, ts_on_destroy, handle.as_ptr().cast()) {
+                lm_err!("failed to register the TM callback for transaction {}:{}", id.index, id.label);
+                // SAFETY: just stored, and no callback will ever remove it.
+                unsafe { silo.remove(handle) };
+                return -1;
+            }
+            lm_dbg!("transaction {}:{} stored for {}", id.index, id.label, show(key));
+            1
+        }
+        Ok(Stored::Duplicate) => {
+            lm_dbg!("transaction {}:{} already stored for {}", id.index, id.label, show(key));
+            1
+        }
+        Err(StoreError::NoMemory) => {
+            lm_err!("out of shared memory storing transaction {}:{} for {}", id.index, id.label, show(key));
+            -1
+        }
+        Err(StoreError::KeyTooLong) => {
+            lm_err!("aor too long ({} bytes)", key.len());
+            -1
+        }
+    }
+}
+
+pub unsafe extern "C" fn w_ts_store0(msg: *mut sys::sip_msg, _p1: *mut c_char, _p2: *mut c_char) -> c_int {
+    // SAFETY: Kamailio passes the message being processed.
+    guard(-1, || unsafe { ts_store(msg, None) })
+}
+
+pub unsafe extern "C" fn w_ts_store1(msg: *mut sys::sip_msg, uri: *mut c_char, _p2: *mut c_char) -> c_int {
+    guard(-1, || {
+        // SAFETY: `uri` was fixed up by fixup_spve_null for this function.
+        let Some(uri) = (unsafe { param::string(msg, uri) }) else {
+            lm_err!("failed to evaluate the uri parameter");
+            return -1;
+        };
+        // SAFETY: as above.
+        unsafe { ts_store(msg, Some(uri)) }
+    })
+}
