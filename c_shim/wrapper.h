@@ -9,6 +9,7 @@
 #include "core/parser/parse_uri.h"
 #include "core/parser/msg_parser.h"
 #include "core/parser/contact/parse_contact.h"
+#include "core/dset.h"
 #include "modules/tm/tm_load.h"
 #include "modules/registrar/api.h"
 #include "shim.h"

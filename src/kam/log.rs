@@ -9,6 +9,7 @@ use std::fmt;
 pub const CRIT: c_int = sys::L_CRIT;
 pub const ERR: c_int = sys::L_ERR;
 pub const WARN: c_int = sys::L_WARN as c_int;
+#[allow(dead_code)]
 pub const INFO: c_int = sys::L_INFO as c_int;
 pub const DBG: c_int = sys::L_DBG as c_int;
 

@@ -78,3 +78,64 @@ pub fn on_destroy(
     // SAFETY: `t` is the current, live transaction; `param` is the silo's shm entry.
     unsafe { api().register_tmcb.unwrap()(msg, t.as_ptr(), sys::TMCB_DESTROY as c_int, Some(f), param, None) >= 0 }
 }
+
+/// A transaction found by id, referenced (TM keeps it alive) until dropped, and made TM's
+/// current transaction for this process meanwhile.
+pub struct TmRef(Cell);
+
+impl TmRef {
+    pub fn cell(&self) -> Cell {
+        self.0
+    }
+}
+
+impl Drop for TmRef {
+    fn drop(&mut self) {
+        // SAFETY: drops the reference t_lookup_ident took. This may free the transaction and run
+        // its TMCB_DESTROY callbacks, which take silo locks: callers hold none here.
+        unsafe { api().unref_cell.unwrap()(self.0.as_ptr()) };
+    }
+}
+
+/// Finds a live transaction by its id (`t_lookup_ident`). It becomes the process's current
+/// transaction: keep a `CurrentRestore` alive across the call to undo that.
+pub fn lookup(id: TransactionId) -> Option<TmRef> {
+    let mut t: *mut sys::cell = std::ptr::null_mut();
+    // SAFETY: TM checks the index range itself and references the cell it returns.
+    let rc = unsafe { api().t_lookup_ident.unwrap()(&mut t, id.index, id.label) };
+    if rc < 0 {
+        return None;
+    }
+    NonNull::new(t).map(|t| TmRef(Cell(t)))
+}
+
+/// Restores the process's current transaction (what the script was working on) when dropped.
+pub struct CurrentRestore(*mut sys::cell);
+
+impl CurrentRestore {
+    pub fn save() -> Self {
+        // SAFETY: reads this process's current-transaction global (may be null or T_UNDEFINED,
+        // both of which t_sett accepts back).
+        CurrentRestore(unsafe { api().t_gett.unwrap()() })
+    }
+}
+
+impl Drop for CurrentRestore {
+    fn drop(&mut self) {
+        // SAFETY: puts back the value t_gett returned.
+        unsafe { api().t_sett.unwrap()(self.0, sys::T_BR_UNDEFINED) };
+    }
+}
+
+/// Sends branches for the current destination set on the current transaction
+/// (`t_append_branches`); with `contact`, only to destinations whose URI contains it.
+/// Returns how many branches were sent, or TM's negative error.
+pub fn append_branches(contact: Option<&std::ffi::CStr>) -> c_int {
+    // TM compares with strstr(), so the contact must be NUL-terminated; an empty str means all.
+    let mut c = match contact {
+        Some(c) => sys::str_ { s: c.as_ptr() as *mut _, len: c.to_bytes().len() as c_int },
+        None => sys::str_::default(),
+    };
+    // SAFETY: runs on the transaction made current by `lookup`; `c` outlives the call.
+    unsafe { api().t_append_branches.unwrap()(&mut c) }
+}

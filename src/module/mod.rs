@@ -1,9 +1,11 @@
 //! What Kamailio loads: the version symbols, `exports` (script functions, parameters, RPC),
 //! `mod_register` (KEMI), and the module's life cycle (mod_init before fork, destroy at exit).
 
+mod append;
 mod kemi;
 mod on_destroy;
 mod rpc;
+mod script;
 mod stats;
 mod store;
 
@@ -66,9 +68,15 @@ const fn cmd(name: &'static std::ffi::CStr, function: *const (), params: c_int, 
     }
 }
 
-static CMDS: CTable<[sys::cmd_export_t; 3]> = CTable([
-    cmd(c"ts_store", store::w_ts_store0 as *const (), 0, None, None),
-    cmd(c"ts_store", store::w_ts_store1 as *const (), 1, Some(sys::fixup_spve_null), Some(sys::fixup_free_spve_null)),
+static CMDS: CTable<[sys::cmd_export_t; 9]> = CTable([
+    cmd(c"ts_store", script::w_ts_store0 as *const (), 0, None, None),
+    cmd(c"ts_store", script::w_ts_store1 as *const (), 1, Some(sys::fixup_spve_null), Some(sys::fixup_free_spve_null)),
+    cmd(c"ts_append", script::w_ts_append as *const (), 2, Some(script::fixup_table_spve), Some(script::fixup_free_table_spve)),
+    cmd(c"ts_append_to", script::w_ts_append_to3 as *const (), 3, Some(script::fixup_append_to), Some(script::fixup_free_append_to)),
+    cmd(c"ts_append_to", script::w_ts_append_to4 as *const (), 4, Some(script::fixup_append_to), Some(script::fixup_free_append_to)),
+    cmd(c"ts_append_by_contact", script::w_ts_append_by_contact2 as *const (), 2, Some(script::fixup_table_spve), Some(script::fixup_free_table_spve)),
+    cmd(c"ts_append_by_contact", script::w_ts_append_by_contact3 as *const (), 3, Some(script::fixup_table_spve), Some(script::fixup_free_table_spve)),
+    cmd(c"ts_append_branches", script::w_ts_append_branches as *const (), 1, Some(sys::fixup_spve_null), Some(sys::fixup_free_spve_null)),
     sys::cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
 ]);
 

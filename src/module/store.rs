@@ -2,13 +2,12 @@
 
 use super::on_destroy::ts_on_destroy;
 use super::{silo, use_domain};
-use crate::kam::guard::guard;
 use crate::kam::str::show;
 use crate::kam::uri::SipUri;
-use crate::kam::{msg, param, tm};
+use crate::kam::{msg, tm};
 use crate::silo::{StoreError, Stored};
 use crate::sys;
-use std::ffi::{c_char, c_int};
+use std::ffi::c_int;
 
 /// The silo key of a URI: its user part, or the whole URI with `use_domain`.
 /// None (after logging why) for a URI Kamailio cannot parse or an empty key.
@@ -67,21 +66,4 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
             -1
         }
     }
-}
-
-pub unsafe extern "C" fn w_ts_store0(msg: *mut sys::sip_msg, _p1: *mut c_char, _p2: *mut c_char) -> c_int {
-    // SAFETY: Kamailio passes the message being processed.
-    guard(-1, || unsafe { ts_store(msg, None) })
-}
-
-pub unsafe extern "C" fn w_ts_store1(msg: *mut sys::sip_msg, uri: *mut c_char, _p2: *mut c_char) -> c_int {
-    guard(-1, || {
-        // SAFETY: `uri` was fixed up by fixup_spve_null for this function.
-        let Some(uri) = (unsafe { param::string(msg, uri) }) else {
-            lm_err!("failed to evaluate the uri parameter");
-            return -1;
-        };
-        // SAFETY: as above.
-        unsafe { ts_store(msg, Some(uri)) }
-    })
 }

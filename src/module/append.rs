@@ -1,0 +1,150 @@
+//! Late forking: append branches to stored transactions when a device of their AoR registers.
+//!
+//! ts_append(table, ruri), ts_append_to(tindex, tlabel, table[, uri]),
+//! ts_append_by_contact(table, ruri[, contact]), ts_append_branches(uri).
+//!
+//! The ids of an AoR's transactions are copied under the silo lock, and TM is called after the
+//! lock is released: TM may destroy a transaction inside these calls, and the destroy callback
+//! takes the same lock.
+
+use super::silo;
+use super::store::aor_key;
+use crate::kam::dset::DsetSnapshot;
+use crate::kam::str::show;
+use crate::kam::{registrar, tm};
+use crate::silo::TransactionId;
+use crate::sys;
+use std::ffi::{CStr, CString, c_int};
+use std::sync::atomic::Ordering::Relaxed;
+
+// ts_append_to's return codes, as in the C module.
+pub const NOT_FOUND: c_int = -1;
+pub const CANCELED: c_int = -2;
+pub const ANSWERED: c_int = -3;
+pub const LOOKUP_FAILED: c_int = -4;
+
+// ts_append*'s return codes.
+pub const OK: c_int = 1;
+pub const ERROR: c_int = -1;
+/// The AoR has no stored transaction: normal for most REGISTERs, so logged at debug level only.
+pub const NOTHING_STORED: c_int = -2;
+
+/// Where the new branches come from.
+pub enum Branches<'a> {
+    /// The contacts registered in `table` for `uri` (default: the transaction's R-URI).
+    Lookup { table: &'a CStr, uri: Option<&'a [u8]> },
+    /// The destination set the script built for the current request.
+    Dset(&'a DsetSnapshot),
+}
+
+/// Appends branches to one transaction. Returns the number of branches sent, or a negative code
+/// (NOT_FOUND, CANCELED, ANSWERED, LOOKUP_FAILED, or TM's error when nothing could be sent).
+pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>) -> c_int {
+    let _restore = tm::CurrentRestore::save();
+    let Some(t) = tm::lookup(id) else {
+        lm_err!("transaction [{}:{}] not found", id.index, id.label);
+        return NOT_FOUND;
+    };
+    let cell = t.cell();
+    if cell.is_canceled() {
+        lm_dbg!("transaction [{}:{}] was cancelled", id.index, id.label);
+        return CANCELED;
+    }
+    if cell.uas_status() >= 200 {
+        lm_dbg!("transaction [{}:{}] sent a final reply already ({})", id.index, id.label, cell.uas_status());
+        return ANSWERED;
+    }
+    match branches {
+        Branches::Lookup { table, uri } => {
+            // SAFETY: the transaction's own request, alive while we hold the reference.
+            if !unsafe { registrar::lookup_to_dset(cell.request(), table, *uri) } {
+                lm_err!("transaction [{}:{}]: no contact found in table {}", id.index, id.label, table.to_string_lossy());
+                return LOOKUP_FAILED;
+            }
+        }
+        Branches::Dset(set) => set.restore(),
+    }
+    let sent = tm::append_branches(contact);
+    if sent > 0 {
+        if let Some(silo) = silo() {
+            silo.counters.added_branches.fetch_add(sent as u64, Relaxed);
+        }
+        lm_dbg!("transaction [{}:{}]: {sent} branch(es) appended", id.index, id.label);
+    }
+    sent
+    // `t` is dropped (unreferenced) here, then `_restore` puts back the script's transaction.
+}
+
+/// Appends branches to every transaction stored for the AoR of `ruri`.
+/// OK if the AoR had transactions (each append's outcome is logged), NOTHING_STORED if it had
+/// none, ERROR for a bad URI.
+pub fn append_to_aor(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> c_int {
+    let Some(key) = aor_key(ruri) else { return ERROR };
+    let Some(silo) = silo() else { return ERROR };
+    let mut ids = Vec::new();
+    if !silo.transactions_of(key, &mut ids) {
+        lm_dbg!("no transaction stored for {}", show(key));
+        return NOTHING_STORED;
+    }
+    for id in ids {
+        lm_dbg!("transaction {}:{} found for {}, appending branches", id.index, id.label, show(key));
+        append_to(id, branches, contact);
+    }
+    OK
+}
+
+/// `ts_append_by_contact`: the contact must be a SIP URI; TM matches it as a substring of each
+/// registered contact, so it is passed NUL-terminated.
+pub fn contact_filter(contact: &[u8]) -> Option<CString> {
+    if crate::kam::uri::SipUri::parse(contact).is_none() {
+        lm_err!("bad contact uri [{}]", show(contact));
+        return None;
+    }
+    match CString::new(contact) {
+        Ok(c) => Some(c),
+        Err(_) => {
+            lm_err!("contact uri contains a NUL byte");
+            None
+        }
+    }
+}
+
+/// ts_append_branches(uri): the branches the script put in the current destination set are
+/// appended to every stored transaction of `uri`; the set is left as the script built it.
+pub fn append_dset_to_aor(uri: &[u8]) -> c_int {
+    let set = DsetSnapshot::take();
+    if set.is_empty() {
+        lm_err!("no branch in the destination set (use append_branch() first)");
+        return ERROR;
+    }
+    let rc = append_to_aor(uri, &Branches::Dset(&set), None);
+    set.restore();
+    rc
+}
+
+/// A table name from the script or KEMI, NUL-terminated for usrloc; None (logged) if empty.
+pub fn table_name(table: &[u8]) -> Option<CString> {
+    match CString::new(table) {
+        Ok(t) if !t.is_empty() => Some(t),
+        _ => {
+            lm_err!("invalid table name [{}]", show(table));
+            None
+        }
+    }
+}
+
+/// Script and KEMI share these: `msg` is unused by the appends themselves (they work on each
+/// stored transaction's own request), but the contact may come from it.
+///
+/// # Safety
+/// `msg` is the request being processed.
+pub unsafe fn contact_of_register(msg: *mut sys::sip_msg) -> Option<CString> {
+    // SAFETY: the caller's contract.
+    match unsafe { crate::kam::msg::first_contact_uri(msg) } {
+        Ok(uri) => contact_filter(uri),
+        Err(why) => {
+            lm_warn!("ts_append_by_contact: {why}");
+            None
+        }
+    }
+}
