@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""make demo: Kamailio running examples/kamailio.cfg with this tsilo.so, answering real SIP.
+"""make demo: late parallel forking with tsilo, on a real Kamailio, printed as a ladder.
 
-A caller (alice) calls bob while one of bob's devices is registered. The INVITE is relayed and
-stored in the silo (shown with `kamcmd ts.dump`); bob answers, the call ends, and once TM has
-destroyed the transaction the silo is empty again. Every message is printed as a ladder.
+Kamailio runs examples/kamailio.cfg with this tsilo.so; a small push gateway stub answers its
+HTTP push requests by waking the callee's sleeping devices, which then REGISTER.
+
+Call 1: bob has three devices: his phone is awake, his tablet and laptop are asleep. alice calls
+        bob: the INVITE rings the phone and is stored; the push wakes the tablet and the laptop,
+        each REGISTERs and gets its own branch of the same INVITE (ts_append). The laptop answers,
+        the other branches are cancelled.
+Call 2: carol's only device is asleep: the INVITE is suspended (t_suspend), the push wakes the
+        device, its REGISTER resumes the call (t_continue), which is relayed and answered.
 
 Set DEMO_KEEP=1 to leave Kamailio running at the end (stop it with Ctrl-C).
 """
+import http.server
+import json
 import os
 import random
 import signal
@@ -14,79 +22,35 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPATH = os.path.join(ROOT, "build") + ":/usr/lib/x86_64-linux-gnu/kamailio/modules"
 START = time.time()
+COLUMNS = ["alice", "kamailio", "push-gw", "bob-phone", "bob-tablet", "bob-laptop", "carol-phone"]
+WIDTH = 12
+PRINT = threading.Lock()
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def ladder(src, dst, label):
+    """One arrow between two columns of the ladder, with the time since the demo started.
+    The label sits on the arrow when it fits, else at the end of the line."""
+    a, b = COLUMNS.index(src), COLUMNS.index(dst)
+    lo, hi = min(a, b), max(a, b)
+    span = (hi - lo) * WIDTH - 1
+    text = f" {label} "
+    outside = len(text) > span - 4
+    body = "-" * (span - 1) if outside else ("-" * ((span - 1 - len(text)) // 2) + text).ljust(span - 1, "-")
+    arrow = body + ">" if a < b else "<" + body
+    line = "|".center(WIDTH) * lo + " " * (WIDTH // 2) + arrow + " " * (WIDTH - WIDTH // 2) + "|".center(WIDTH) * (len(COLUMNS) - hi - 1)
+    with PRINT:
+        print(f"{time.time() - START:7.3f}s {line}" + (f" {label}" if outside else ""))
 
 
-class Ua:
-    """A tiny SIP user agent over UDP on loopback, printing what it sends and receives."""
-
-    def __init__(self, name, proxy):
-        self.name, self.proxy = name, proxy
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.cseq = 0
-
-    def contact(self):
-        return f"<sip:{self.name}@127.0.0.1:{self.port}>"
-
-    def show(self, arrow, text):
-        first = text.split("\r\n", 1)[0]
-        t = time.time() - START
-        if arrow == "->":
-            print(f"  {t:6.3f}s  {self.name:>8} ---- {first:<44} ---> proxy")
-        else:
-            print(f"  {t:6.3f}s  {self.name:>8} <--- {first:<44} ---- proxy")
-
-    def send(self, text):
-        self.show("->", text)
-        self.sock.sendto(text.encode(), ("127.0.0.1", self.proxy))
-
-    def recv(self, timeout=5.0, want=None):
-        end = time.time() + timeout
-        while time.time() < end:
-            self.sock.settimeout(max(0.01, end - time.time()))
-            try:
-                data, _ = self.sock.recvfrom(65535)
-            except socket.timeout:
-                break
-            msg = data.decode(errors="replace")
-            self.show("<-", msg)
-            if want is None or want(msg):
-                return msg
-        raise SystemExit(f"{self.name}: no expected message within {timeout}s")
-
-    def request(self, method, ruri, to, call_id=None, extra="", body=""):
-        self.cseq += 1
-        call_id = call_id or f"{random.getrandbits(64):x}@demo"
-        branch = f"z9hG4bK{random.getrandbits(48):x}"
-        msg = (f"{method} {ruri} SIP/2.0\r\n"
-               f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport\r\n"
-               f"Max-Forwards: 70\r\n"
-               f"From: <sip:{self.name}@127.0.0.1>;tag={self.name}{self.cseq}\r\n"
-               f"To: {to}\r\n"
-               f"Call-ID: {call_id}\r\n"
-               f"CSeq: {self.cseq} {method}\r\n"
-               f"Contact: {self.contact()}\r\n{extra}"
-               f"Content-Length: {len(body)}\r\n\r\n{body}")
-        self.send(msg)
-        return msg
-
-    def reply(self, req, code, reason, totag="dev"):
-        heads = [l for l in req.split("\r\n") if l.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq", "record-route")]
-        heads = [l + f";tag={totag}" if l.lower().startswith("to:") and code > 100 and "tag=" not in l else l for l in heads]
-        self.send(f"SIP/2.0 {code} {reason}\r\n" + "\r\n".join(heads) +
-                  f"\r\nContact: {self.contact()}\r\nContent-Length: 0\r\n\r\n")
+def say(text):
+    with PRINT:
+        print(text)
 
 
 def header(msg, name):
@@ -96,18 +60,163 @@ def header(msg, name):
     return ""
 
 
+def summary(msg):
+    first = msg.split("\r\n", 1)[0]
+    if first.startswith("SIP/2.0"):
+        return f"{first[8:]} ({header(msg, 'CSeq').split()[-1]})"
+    return first.split()[0]
+
+
+class Endpoint:
+    """A SIP endpoint on a UDP socket of its own, talking to Kamailio."""
+
+    def __init__(self, name, user, proxy):
+        self.name, self.user, self.proxy = name, user, proxy
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.cseq = 0
+
+    def send(self, text):
+        ladder(self.name, "kamailio", summary(text))
+        self.sock.sendto(text.encode(), ("127.0.0.1", self.proxy))
+
+    def request(self, method, ruri, to, call_id=None, extra="", body=""):
+        self.cseq += 1
+        msg = (f"{method} {ruri} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{random.getrandbits(48):x};rport\r\n"
+               f"Max-Forwards: 70\r\nFrom: <sip:{self.user}@127.0.0.1>;tag={self.name}{self.cseq}\r\n"
+               f"To: {to}\r\nCall-ID: {call_id or f'{random.getrandbits(64):x}@demo'}\r\n"
+               f"CSeq: {self.cseq} {method}\r\nContact: <sip:{self.user}@127.0.0.1:{self.port}>\r\n{extra}"
+               f"Content-Length: {len(body)}\r\n\r\n{body}")
+        self.send(msg)
+        return msg
+
+    def reply(self, req, code, reason):
+        keep = ("via", "from", "to", "call-id", "cseq", "record-route")
+        heads = [l for l in req.split("\r\n") if l.split(":", 1)[0].lower() in keep]
+        heads = [l + f";tag={self.name}" if l.lower().startswith("to:") and code > 100 and "tag=" not in l
+                 else l for l in heads]
+        self.send(f"SIP/2.0 {code} {reason}\r\n" + "\r\n".join(heads) +
+                  f"\r\nContact: <sip:{self.user}@127.0.0.1:{self.port}>\r\nContent-Length: 0\r\n\r\n")
+
+    def recv(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            data, _ = self.sock.recvfrom(65535)
+        except socket.timeout:
+            return None
+        msg = data.decode(errors="replace")
+        ladder("kamailio", self.name, summary(msg))
+        return msg
+
+
+class Device(Endpoint, threading.Thread):
+    """A callee's device: registers when told to, rings on INVITE, answers if it is the one."""
+
+    def __init__(self, name, user, proxy, answer_after=None):
+        threading.Thread.__init__(self, daemon=True)
+        Endpoint.__init__(self, name, user, proxy)
+        self.answer_after = answer_after
+        self.registered = threading.Event()
+        self.done = threading.Event()
+        self.start()
+
+    def register(self):
+        self.request("REGISTER", f"sip:127.0.0.1:{self.proxy}", f"<sip:{self.user}@127.0.0.1>",
+                     extra="Expires: 300\r\n")
+
+    def run(self):
+        invite = None
+        while not self.done.is_set():
+            msg = self.recv(0.1)
+            if msg is None:
+                continue
+            if msg.startswith("SIP/2.0 200") and "REGISTER" in header(msg, "CSeq"):
+                self.registered.set()
+            elif msg.startswith("INVITE"):
+                invite = msg
+                self.reply(msg, 180, "Ringing")
+                if self.answer_after is not None:
+                    threading.Timer(self.answer_after, self.reply, (msg, 200, "OK")).start()
+            elif msg.startswith("CANCEL"):
+                self.reply(msg, 200, "OK")
+                if invite:
+                    self.reply(invite, 487, "Request Terminated")
+            elif msg.startswith("BYE"):
+                self.reply(msg, 200, "OK")
+
+
+class PushGateway(http.server.ThreadingHTTPServer):
+    """Stands in for an APNs/FCM gateway: a push for a user wakes that user's sleeping devices,
+    each after its own delay."""
+
+    def __init__(self):
+        self.sleeping = {}  # user -> [(device, delay)]
+        super().__init__(("127.0.0.1", 0), PushHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class PushHandler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        push = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        ladder("kamailio", "push-gw", f"HTTP POST push {push.get('user')}")
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+        ladder("push-gw", "kamailio", "HTTP 200")
+        for device, delay in self.server.sleeping.pop(push.get("user"), []):
+            threading.Timer(delay, device.register).start()
+
+    def log_message(self, *args):
+        pass
+
+
 def kamcmd(ctl, *args):
     return subprocess.run(["kamcmd", "-s", ctl, *args], capture_output=True, text=True).stdout
 
 
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(alice, callee, proxy, ctl, show_dump_after):
+    """alice calls `callee`, shows ts.dump while it rings, and hangs up after the answer."""
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    inv = alice.request("INVITE", f"sip:{callee}@127.0.0.1", f"<sip:{callee}@127.0.0.1>",
+                        extra="Content-Type: application/sdp\r\n", body=sdp)
+    dumped, deadline, ok = False, time.time() + 20, None
+    while time.time() < deadline and ok is None:
+        msg = alice.recv(0.1)
+        if msg and msg.startswith("SIP/2.0 200"):
+            ok = msg
+        elif not dumped and time.time() - START > show_dump_after:
+            dumped = True
+            say("\n        $ kamcmd ts.dump      (the call is pending)\n        " +
+                kamcmd(ctl, "ts.dump").strip().replace("\n", "\n        ") + "\n")
+    if ok is None:
+        raise SystemExit(f"no answer from {callee}")
+    call_id = header(inv, "Call-ID")
+    route = f"Route: {header(ok, 'Record-Route')}\r\n"
+    contact = header(ok, "Contact").strip("<>")
+    alice.request("ACK", contact, header(ok, "To"), call_id=call_id, extra=route)
+    time.sleep(0.3)
+    alice.cseq += 1
+    alice.request("BYE", contact, header(ok, "To"), call_id=call_id, extra=route)
+    while (msg := alice.recv(2)) and "BYE" not in header(msg, "CSeq"):
+        pass
+
+
 def main():
-    port = free_port()
+    port, gateway = free_port(), PushGateway()
     work = tempfile.mkdtemp(prefix="tsilo-demo-")
     ctl = f"unix:{work}/ctl.sock"
     log = open(os.path.join(work, "kamailio.log"), "w")
     cmd = ["kamailio", "-DD", "-E", "-f", os.path.join(ROOT, "examples/kamailio.cfg"), "-L", MPATH,
-           "-Y", work, "-w", work, "-m", "64", "-M", "8",
-           "-A", f"LISTEN=udp:127.0.0.1:{port}", "-A", f'CTL_SOCK="{ctl}"']
+           "-Y", work, "-w", work, "-m", "64", "-M", "8", "-A", f"LISTEN=udp:127.0.0.1:{port}",
+           "-A", f'CTL_SOCK="{ctl}"', "-A", f'PUSH_URL="http://127.0.0.1:{gateway.server_port}/push"']
     print("$ " + " ".join(cmd))
     kam = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -117,52 +226,31 @@ def main():
             if kam.poll() is not None:
                 raise SystemExit("kamailio exited:\n" + open(log.name).read()[-3000:])
             time.sleep(0.1)
-        print(f"\nKamailio (pid {kam.pid}) is up on udp:127.0.0.1:{port}: {kamcmd(ctl, 'core.version').strip()}")
-        mods = [l for l in open(log.name) if "tsilo" in l and "ERROR" in l]
-        if mods:
-            raise SystemExit("tsilo errors:\n" + "".join(mods))
+        print(f"Kamailio (pid {kam.pid}) is up on udp:127.0.0.1:{port}: {kamcmd(ctl, 'core.version').strip()}\n")
+        print("         " + "".join(c.center(WIDTH) for c in COLUMNS))
 
-        print("\n1. OPTIONS ping")
-        alice = Ua("alice", port)
-        alice.request("OPTIONS", f"sip:127.0.0.1:{port}", f"<sip:127.0.0.1:{port}>")
-        alice.recv(want=lambda m: m.startswith("SIP/2.0 200"))
+        alice = Endpoint("alice", "alice", port)
+        phone = Device("bob-phone", "bob", port)
+        tablet = Device("bob-tablet", "bob", port)
+        laptop = Device("bob-laptop", "bob", port, answer_after=1.0)
+        say("\nCall 1: bob's phone is awake, his tablet and laptop are asleep")
+        phone.register()
+        phone.registered.wait(5)
+        gateway.sleeping["bob"] = [(tablet, 0.4), (laptop, 0.8)]
+        call(alice, "bob", port, ctl, show_dump_after=time.time() - START + 1.2)
 
-        print("\n2. bob's phone registers")
-        bob = Ua("bob", port)
-        bob.request("REGISTER", f"sip:127.0.0.1:{port}", "<sip:bob@127.0.0.1>", extra="Expires: 300\r\n")
-        bob.recv(want=lambda m: m.startswith("SIP/2.0 200"))
+        say("\nCall 2: carol's only device is asleep: the call waits, suspended, for it")
+        carol = Device("carol-phone", "carol", port, answer_after=1.0)
+        gateway.sleeping["carol"] = [(carol, 0.5)]
+        call(alice, "carol", port, ctl, show_dump_after=time.time() - START + 1.0)
 
-        print("\n3. alice calls bob: Kamailio relays the INVITE and stores the transaction")
-        alice.request("INVITE", "sip:bob@127.0.0.1", "<sip:bob@127.0.0.1>",
-                      extra="Content-Type: application/sdp\r\n",
-                      body="v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
-        inv = bob.recv(want=lambda m: m.startswith("INVITE"))
-        bob.reply(inv, 180, "Ringing")
-        alice.recv(want=lambda m: m.startswith("SIP/2.0 180"))
-        print("\n   $ kamcmd ts.dump   (while bob's phone rings)")
-        print("   " + kamcmd(ctl, "ts.dump").replace("\n", "\n   "))
-
-        print("4. bob answers, alice hangs up")
-        bob.reply(inv, 200, "OK")
-        ok = alice.recv(want=lambda m: m.startswith("SIP/2.0 200"))
-        call_id = header(inv, "Call-ID")
-        alice.request("ACK", f"sip:bob@127.0.0.1:{bob.port}", header(ok, "To"), call_id=call_id,
-                      extra=f"Route: {header(ok, 'Record-Route')}\r\n")
-        bob.recv(want=lambda m: m.startswith("ACK"))
-        alice.request("BYE", f"sip:bob@127.0.0.1:{bob.port}", header(ok, "To"), call_id=call_id,
-                      extra=f"Route: {header(ok, 'Record-Route')}\r\n")
-        bye = bob.recv(want=lambda m: m.startswith("BYE"))
-        bob.reply(bye, 200, "OK")
-        alice.recv(want=lambda m: m.startswith("SIP/2.0 200") and "BYE" in header(m, "CSeq"))
-
-        print("\n5. TM destroys the transaction after its wait timer: the silo is empty again")
         for _ in range(100):
             if "stored_transactions = 0" in kamcmd(ctl, "stats.get_statistics", "tsilo:"):
                 break
             time.sleep(0.1)
-        print("   $ kamcmd stats.get_statistics tsilo:")
-        print("   " + kamcmd(ctl, "stats.get_statistics", "tsilo:").strip().replace("\n", "\n   "))
-
+        say("\nBoth calls ended; TM destroyed their transactions and the silo is empty again:")
+        say("        $ kamcmd stats.get_statistics tsilo:\n        " +
+            kamcmd(ctl, "stats.get_statistics", "tsilo:").strip().replace("\n", "\n        "))
         if os.environ.get("DEMO_KEEP"):
             print(f"\nKamailio keeps running (pid {kam.pid}, RPC: kamcmd -s {ctl}); Ctrl-C stops it.")
             kam.wait()
@@ -174,6 +262,7 @@ def main():
             kam.wait(10)
         except subprocess.TimeoutExpired:
             kam.kill()
+        gateway.shutdown()
         print(f"\nKamailio stopped. Its log: {log.name}")
 
 
