@@ -1,0 +1,515 @@
+//! Integration-test harness: real Kamailio instances with the built tsilo.so, each with its own
+//! port, RPC socket and directory, stopped by pid when dropped (also when a test panics), and a
+//! small SIP user agent over UDP on loopback.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::fs;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const STOCK_MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+
+/// Where `make` left tsilo.so (TSILO_MODULE_DIR overrides).
+pub fn module_dir() -> PathBuf {
+    std::env::var_os("TSILO_MODULE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build"))
+}
+
+/// Our directory first: Kamailio takes the first tsilo.so on the path, shadowing Debian's C one.
+pub fn mpath() -> String {
+    format!("{}:{STOCK_MODULES}", module_dir().display())
+}
+
+pub fn manifest_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A loopback UDP port free right now, distinct across the threads of this test binary.
+pub fn free_port() -> u16 {
+    let base = 20000 + (std::process::id() % 200) as u16 * 100;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = base + (n % 20000) as u16;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn unique_dir() -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("tsilo-test-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct Kamailio {
+    child: Child,
+    pub pid: u32,
+    pub dir: PathBuf,
+    pub port: u16,
+    /// `unix:/.../ctl.sock`, for kamcmd -s.
+    pub ctl: String,
+}
+
+impl Kamailio {
+    fn spawn(cfg: &str) -> Kamailio {
+        let dir = unique_dir();
+        let port = free_port();
+        let sock = dir.join("ctl.sock");
+        let text = cfg
+            .replace("{PORT}", &port.to_string())
+            .replace("{CTL}", sock.to_str().unwrap())
+            .replace("{DIR}", dir.to_str().unwrap());
+        let cfg_path = dir.join("kamailio.cfg");
+        fs::write(&cfg_path, text).unwrap();
+        let log = fs::File::create(dir.join("kamailio.log")).unwrap();
+        let child = Command::new("kamailio")
+            .args(["-DD", "-E", "-m", "64", "-M", "8"])
+            .arg("-f")
+            .arg(&cfg_path)
+            .arg("-Y")
+            .arg(&dir)
+            .arg("-w")
+            .arg(&dir)
+            .arg("-L")
+            .arg(mpath())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot run kamailio (make deps installs it)");
+        let pid = child.id();
+        Kamailio { child, pid, dir, port, ctl: format!("unix:{}", sock.display()) }
+    }
+
+    /// Starts Kamailio with `cfg` ({PORT}, {CTL}, {DIR} filled in) and waits until it answers RPC.
+    pub fn start(cfg: &str) -> Kamailio {
+        let mut k = Kamailio::spawn(cfg);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = k.child.try_wait() {
+                panic!("kamailio exited at start ({status}):\n{}", k.log_tail(60));
+            }
+            if k.kamcmd(&["core.version"]).is_ok() {
+                return k;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("kamailio did not answer RPC within 20 s:\n{}", k.log_tail(60));
+    }
+
+    /// Starts a config that must be refused; returns Kamailio's log.
+    pub fn start_expect_failure(cfg: &str) -> String {
+        let mut k = Kamailio::spawn(cfg);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = k.child.try_wait() {
+                assert!(!status.success(), "kamailio exited 0 on a config it should refuse");
+                return k.log();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("kamailio kept running on a config it should refuse:\n{}", k.log_tail(40));
+    }
+
+    pub fn kamcmd(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("kamcmd").arg("-s").arg(&self.ctl).args(args).output().map_err(|e| e.to_string())?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && !stdout.starts_with("error:") {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A statistic's value, by `group:name` (read from `kamcmd stats.get_statistics group:`).
+    pub fn stat(&self, name: &str) -> i64 {
+        let group = format!("{}:", name.split(':').next().unwrap());
+        let out = self.kamcmd(&["stats.get_statistics", &group]).unwrap_or_else(|e| panic!("stats {name}: {e}"));
+        out.lines()
+            .find_map(|l| l.split_once(" = ").filter(|(k, _)| k.trim() == name).map(|(_, v)| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no statistic {name} in {out}"))
+    }
+
+    /// Waits until a statistic has `value`; false on timeout.
+    pub fn wait_stat(&self, name: &str, value: i64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stat(name) == value {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Shared memory in use (`core.shmmem` used).
+    pub fn shm_used(&self) -> u64 {
+        let out = self.kamcmd(&["core.shmmem"]).unwrap();
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("used:").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no used: in {out}"))
+    }
+
+    /// Lines of the log from our module at ERROR level or worse, plus any crash report.
+    pub fn module_errors(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| (l.contains("tsilo") && (l.contains("ERROR") || l.contains("CRITICAL") || l.contains("BUG"))) || l.contains("SIGSEGV") || l.contains("core dumped"))
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // SAFETY: signals only the process this test started.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::env::var_os("TSILO_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// `kamailio -c` on a config (placeholders filled with dummies); (ok, output).
+pub fn check_config(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new("kamailio").arg("-c").arg("-f").arg(path).arg("-L").arg(mpath()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+// ---------------- SIP ----------------
+
+#[derive(Clone, Debug)]
+pub struct SipMsg {
+    pub first_line: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub raw: String,
+}
+
+impl SipMsg {
+    pub fn parse(raw: &str) -> Option<SipMsg> {
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+        let mut lines = head.split("\r\n");
+        let first_line = lines.next()?.to_string();
+        let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+        Some(SipMsg { first_line, headers, body: body.to_string(), raw: raw.to_string() })
+    }
+    pub fn method(&self) -> Option<&str> {
+        (!self.first_line.starts_with("SIP/2.0")).then(|| self.first_line.split(' ').next().unwrap())
+    }
+    pub fn status(&self) -> Option<u16> {
+        self.first_line.strip_prefix("SIP/2.0 ").and_then(|s| s.split(' ').next()?.parse().ok())
+    }
+    pub fn reason(&self) -> &str {
+        self.first_line.splitn(3, ' ').nth(2).unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let compact = match name.to_ascii_lowercase().as_str() {
+            "via" => "v",
+            "from" => "f",
+            "to" => "t",
+            "call-id" => "i",
+            "contact" => "m",
+            "content-length" => "l",
+            _ => "",
+        };
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name) || (!compact.is_empty() && k.eq_ignore_ascii_case(compact)))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn call_id(&self) -> &str {
+        self.header("Call-ID").unwrap_or("")
+    }
+    pub fn cseq_method(&self) -> &str {
+        self.header("CSeq").and_then(|c| c.split_whitespace().nth(1)).unwrap_or("")
+    }
+}
+
+fn rand_hex() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: fills a local buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr() as *mut _, 8, 0) };
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A SIP user agent on its own UDP socket, talking to one proxy.
+pub struct Ua {
+    pub user: String,
+    pub sock: UdpSocket,
+    pub port: u16,
+    pub proxy: u16,
+    queue: std::cell::RefCell<VecDeque<SipMsg>>,
+    cseq: std::cell::Cell<u32>,
+}
+
+/// An INVITE (or MESSAGE) this UA sent.
+pub struct Call {
+    pub request: String,
+    pub call_id: String,
+    pub from_tag: String,
+    pub cseq: u32,
+    pub branch: String,
+    pub ruri: String,
+    pub to: String,
+}
+
+impl Ua {
+    pub fn new(user: &str, proxy: u16) -> Ua {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        Ua { user: user.into(), sock, port, proxy, queue: Default::default(), cseq: std::cell::Cell::new(0) }
+    }
+
+    pub fn contact_uri(&self) -> String {
+        format!("sip:{}@127.0.0.1:{}", self.user, self.port)
+    }
+
+    pub fn send(&self, text: &str) {
+        self.sock.send_to(text.as_bytes(), SocketAddr::from(([127, 0, 0, 1], self.proxy))).unwrap();
+    }
+
+    fn next_cseq(&self) -> u32 {
+        self.cseq.set(self.cseq.get() + 1);
+        self.cseq.get()
+    }
+
+    /// Builds and sends a request; returns (text, branch).
+    pub fn request(&self, method: &str, ruri: &str, to: &str, call_id: &str, from_tag: &str, cseq: u32, extra: &str, body: &str) -> (String, String) {
+        let branch = format!("z9hG4bK{}", rand_hex());
+        let text = format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{user}@127.0.0.1>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+             Contact: <{contact}>\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
+            port = self.port,
+            user = self.user,
+            contact = self.contact_uri(),
+            len = body.len()
+        );
+        self.send(&text);
+        (text, branch)
+    }
+
+    /// Receives the next message, or None after `timeout`.
+    fn recv_raw(&self, timeout: Duration) -> Option<SipMsg> {
+        self.sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
+        let mut buf = [0u8; 65535];
+        match self.sock.recv_from(&mut buf) {
+            Ok((n, _)) => SipMsg::parse(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => None,
+        }
+    }
+
+    /// The first message matching `pred` within `timeout`; others stay queued for later calls.
+    pub fn recv_matching(&self, timeout: Duration, pred: impl Fn(&SipMsg) -> bool) -> Option<SipMsg> {
+        {
+            let mut q = self.queue.borrow_mut();
+            if let Some(i) = q.iter().position(&pred) {
+                return q.remove(i);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let Some(m) = self.recv_raw(deadline.saturating_duration_since(Instant::now())) else { break };
+            if pred(&m) {
+                return Some(m);
+            }
+            self.queue.borrow_mut().push_back(m);
+        }
+        None
+    }
+
+    /// Waits for a request of `method`; panics with `context` if none comes.
+    pub fn expect_request(&self, method: &str, timeout: Duration) -> SipMsg {
+        self.recv_matching(timeout, |m| m.method() == Some(method))
+            .unwrap_or_else(|| panic!("{}: no {method} within {timeout:?}", self.user))
+    }
+
+    /// Asserts that no request of `method` arrives within `wait`.
+    pub fn expect_no_request(&self, method: &str, wait: Duration) {
+        if let Some(m) = self.recv_matching(wait, |m| m.method() == Some(method)) {
+            panic!("{}: unexpected {method}:\n{}", self.user, m.raw);
+        }
+    }
+
+    /// Waits for a final (>= 200) reply to `method`, answering nothing else.
+    pub fn final_reply(&self, method: &str, timeout: Duration) -> SipMsg {
+        self.recv_matching(timeout, |m| m.status().is_some_and(|s| s >= 200) && m.cseq_method() == method)
+            .unwrap_or_else(|| panic!("{}: no final reply to {method} within {timeout:?}", self.user))
+    }
+
+    /// REGISTERs this UA's contact for its user; returns the final reply.
+    pub fn register(&self, extra_headers: &str) -> SipMsg {
+        let cseq = self.next_cseq();
+        let to = format!("<sip:{}@127.0.0.1>", self.user);
+        self.request("REGISTER", &format!("sip:127.0.0.1:{}", self.proxy), &to, &format!("reg-{}-{}", self.port, self.user), &format!("r{}", self.port), cseq, &format!("Expires: 600\r\n{extra_headers}"), "");
+        self.final_reply("REGISTER", Duration::from_secs(5))
+    }
+
+    pub fn options(&self) -> Option<SipMsg> {
+        let cseq = self.next_cseq();
+        let target = format!("sip:127.0.0.1:{}", self.proxy);
+        self.request("OPTIONS", &target, &format!("<{target}>"), &format!("opt-{}", rand_hex()), "o1", cseq, "", "");
+        self.recv_matching(Duration::from_secs(5), |m| m.cseq_method() == "OPTIONS" && m.status().is_some())
+    }
+
+    /// Starts an INVITE (or MESSAGE, ...) to `user` via the proxy.
+    pub fn call(&self, method: &str, user: &str, extra: &str) -> Call {
+        let cseq = self.next_cseq();
+        let ruri = format!("sip:{user}@127.0.0.1");
+        let to = format!("<{ruri}>");
+        let call_id = format!("call-{}", rand_hex());
+        let from_tag = rand_hex();
+        let body = if method == "INVITE" {
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+        } else {
+            "hello"
+        };
+        let ctype = if method == "INVITE" { "application/sdp" } else { "text/plain" };
+        let (request, branch) = self.request(method, &ruri, &to, &call_id, &from_tag, cseq, &format!("Content-Type: {ctype}\r\n{extra}"), body);
+        Call { request, call_id, from_tag, cseq, branch, ruri, to }
+    }
+
+    pub fn invite(&self, user: &str) -> Call {
+        self.call("INVITE", user, "")
+    }
+
+    /// CANCEL for a pending INVITE (same branch, per RFC 3261 9.1).
+    pub fn cancel(&self, call: &Call) {
+        let text = format!(
+            "CANCEL {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{user}@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} CANCEL\r\nContent-Length: 0\r\n\r\n",
+            ruri = call.ruri,
+            port = self.port,
+            branch = call.branch,
+            user = self.user,
+            tag = call.from_tag,
+            to = call.to,
+            cid = call.call_id,
+            cseq = call.cseq
+        );
+        self.send(&text);
+    }
+
+    /// ACK for a final reply: same branch for a non-2xx (hop by hop), a new one along the route
+    /// for a 2xx.
+    pub fn ack(&self, call: &Call, reply: &SipMsg) {
+        let to = reply.header("To").unwrap_or(&call.to).to_string();
+        let status = reply.status().unwrap_or(0);
+        if status >= 300 {
+            let text = format!(
+                "ACK {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+                 From: <sip:{user}@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+                ruri = call.ruri,
+                port = self.port,
+                branch = call.branch,
+                user = self.user,
+                tag = call.from_tag,
+                cid = call.call_id,
+                cseq = call.cseq
+            );
+            self.send(&text);
+        } else {
+            self.in_dialog(call, reply, "ACK", call.cseq);
+        }
+    }
+
+    /// A request inside the dialog a 2xx established (ACK, BYE), sent via the proxy's route.
+    pub fn in_dialog(&self, call: &Call, ok: &SipMsg, method: &str, cseq: u32) {
+        let to = ok.header("To").unwrap_or(&call.to);
+        let target = ok.header("Contact").unwrap_or("").trim_matches(|c| c == '<' || c == '>').split('>').next().unwrap().to_string();
+        let routes: Vec<&str> = ok.headers_named("Record-Route").collect();
+        let route = if routes.is_empty() { String::new() } else { format!("Route: {}\r\n", routes.join(", ")) };
+        self.request(method, &target, to, &call.call_id, &call.from_tag, cseq, &route, "");
+    }
+
+    /// ACK then BYE for an answered call, waiting for the BYE's 200.
+    pub fn hangup(&self, call: &Call, ok: &SipMsg) {
+        self.ack(call, ok);
+        self.in_dialog(call, ok, "BYE", call.cseq + 1);
+        let r = self.final_reply("BYE", Duration::from_secs(5));
+        assert_eq!(r.status(), Some(200), "BYE: {}", r.raw);
+    }
+
+    /// Replies to a request it received (copies Via/From/To/Call-ID/CSeq, adds a To tag).
+    pub fn reply(&self, req: &SipMsg, code: u16, reason: &str) {
+        let mut text = format!("SIP/2.0 {code} {reason}\r\n");
+        for (k, v) in &req.headers {
+            let lk = k.to_ascii_lowercase();
+            if ["via", "v", "from", "f", "call-id", "i", "cseq", "record-route"].contains(&lk.as_str()) {
+                text += &format!("{k}: {v}\r\n");
+            } else if lk == "to" || lk == "t" {
+                if code > 100 && !v.contains("tag=") {
+                    text += &format!("{k}: {v};tag=to{}\r\n", self.port);
+                } else {
+                    text += &format!("{k}: {v}\r\n");
+                }
+            }
+        }
+        text += &format!("Contact: <{}>\r\nContent-Length: 0\r\n\r\n", self.contact_uri());
+        self.send(&text);
+    }
+
+    /// A device's side of a CANCEL: 200 to the CANCEL, 487 to the INVITE.
+    pub fn answer_cancel(&self, invite: &SipMsg, timeout: Duration) {
+        let cancel = self.expect_request("CANCEL", timeout);
+        self.reply(&cancel, 200, "OK");
+        self.reply(invite, 487, "Request Terminated");
+        let _ = self.recv_matching(Duration::from_secs(2), |m| m.method() == Some("ACK"));
+    }
+}
+
+pub const SECS: fn(u64) -> Duration = Duration::from_secs;
+pub const MS: fn(u64) -> Duration = Duration::from_millis;
