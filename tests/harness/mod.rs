@@ -398,6 +398,14 @@ impl Ua {
         self.final_reply("REGISTER", Duration::from_secs(5))
     }
 
+    /// Removes this UA's contact (Expires: 0); returns the final reply.
+    pub fn unregister(&self) -> SipMsg {
+        let cseq = self.next_cseq();
+        let to = format!("<sip:{}@127.0.0.1>", self.user);
+        self.request("REGISTER", &format!("sip:127.0.0.1:{}", self.proxy), &to, &format!("reg-{}-{}", self.port, self.user), &format!("r{}", self.port), cseq, "Expires: 0\r\nX-Append: none\r\n", "");
+        self.final_reply("REGISTER", Duration::from_secs(5))
+    }
+
     pub fn options(&self) -> Option<SipMsg> {
         let cseq = self.next_cseq();
         let target = format!("sip:127.0.0.1:{}", self.proxy);

@@ -1,0 +1,271 @@
+//! Late forking through real Kamailio and real SIP: a device that registers while a call is
+//! pending gets its own branch of the stored INVITE (ts_append, ts_append_to,
+//! ts_append_by_contact, ts_append_branches), and never a branch of a call that is over.
+
+mod harness;
+use harness::*;
+
+const CFG: &str = include_str!("configs/tsilo.cfg");
+
+fn start(fr_inv_ms: u32) -> Kamailio {
+    Kamailio::start(&CFG.replace("{FR_INV}", &fr_inv_ms.to_string()).replace("{USE_DOMAIN}", "0"))
+}
+
+fn tagged(tag: &str, append: &str) -> String {
+    format!("X-Tag: {tag}\r\nX-Append: {append}\r\n")
+}
+
+/// The return code the test config logged for the REGISTER tagged `tag`.
+fn append_rc(k: &Kamailio, tag: &str) -> i32 {
+    let needle = format!("append[{tag}] rc=");
+    assert!(k.wait_log(&needle, SECS(5)), "no append log for {tag}:\n{}", k.log_tail(30));
+    let log = k.log();
+    let line = log.lines().find(|l| l.contains(&needle)).unwrap();
+    line.split_once(&needle).unwrap().1.trim().parse().unwrap()
+}
+
+/// alice calls bob; bob's phone (registered) rings. Returns the call and the phone's INVITE.
+fn ringing_call(alice: &Ua, phone: &Ua) -> (Call, SipMsg) {
+    let call = alice.invite("bob");
+    let inv = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&inv, 180, "Ringing");
+    alice.recv_matching(SECS(5), |m| m.status() == Some(180)).expect("180 relayed to the caller");
+    (call, inv)
+}
+
+fn stored_id(k: &Kamailio, aor: &str) -> (String, String) {
+    let out = k.kamcmd(&["ts.lookup", aor]).unwrap();
+    let field = |key: &str| out.lines().find_map(|l| l.trim().strip_prefix(key)).unwrap().trim().to_string();
+    (field("Tindex:"), field("Tlabel:"))
+}
+
+/// One full late-fork call: the phone rings, the tablet and the laptop register and ring too,
+/// the laptop answers, the other two are cancelled, the call ends.
+fn three_device_call(k: &Kamailio, alice: &Ua, phone: &Ua, tablet: &Ua, laptop: &Ua, round: u32) {
+    let (call, phone_inv) = ringing_call(alice, phone);
+    tablet.register(&tagged(&format!("tablet{round}"), "append"));
+    assert_eq!(append_rc(k, &format!("tablet{round}")), 1);
+    let tablet_inv = tablet.expect_request("INVITE", SECS(5));
+    tablet.reply(&tablet_inv, 180, "Ringing");
+    laptop.register(&tagged(&format!("laptop{round}"), "append"));
+    let laptop_inv = laptop.expect_request("INVITE", SECS(5));
+    laptop.reply(&laptop_inv, 180, "Ringing");
+    // Same call, three branches.
+    assert_eq!(tablet_inv.call_id(), phone_inv.call_id());
+    assert_eq!(laptop_inv.call_id(), phone_inv.call_id());
+
+    laptop.reply(&laptop_inv, 200, "OK");
+    phone.answer_cancel(&phone_inv, SECS(5));
+    tablet.answer_cancel(&tablet_inv, SECS(5));
+    let ok = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(ok.status(), Some(200));
+    alice.ack(&call, &ok);
+    laptop.expect_request("ACK", SECS(5));
+    alice.in_dialog(&call, &ok, "BYE", call.cseq + 1);
+    let bye = laptop.expect_request("BYE", SECS(5));
+    laptop.reply(&bye, 200, "OK");
+    alice.final_reply("BYE", SECS(5));
+}
+
+#[test]
+fn late_fork_to_a_second_and_third_device_and_the_answer_cancels_the_others() {
+    let k = start(30000);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    let laptop = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "append"));
+    assert_eq!(append_rc(&k, "phone"), -2, "nothing stored for bob yet");
+
+    three_device_call(&k, &alice, &phone, &tablet, &laptop, 1);
+    assert_eq!(k.stat("tsilo:added_branches"), 2);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)), "silo not emptied");
+    let baseline = k.shm_used();
+
+    // The same again, the tablet and laptop asleep (unregistered) each time: shm comes back.
+    for round in 2..=4 {
+        tablet.unregister();
+        laptop.unregister();
+        three_device_call(&k, &alice, &phone, &tablet, &laptop, round);
+    }
+    assert_eq!(k.stat("tsilo:added_branches"), 8);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+    assert_eq!(k.stat("tsilo:stored_ruris"), 0);
+    let after = k.shm_used();
+    eprintln!("shm used: baseline {baseline}, after 3 more late-fork calls {after}");
+    assert!(after <= baseline + 512, "shm grew from {baseline} to {after}");
+    assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
+}
+
+#[test]
+fn a_message_reaches_a_device_that_registers_during_its_transaction() {
+    let k = start(10000);
+    let alice = Ua::new("alice", k.port);
+    let asleep = Ua::new("bob", k.port); // registered, but its socket is dead: never answers
+    let woken = Ua::new("bob", k.port);
+    asleep.register(&tagged("asleep", "none"));
+    let _msg = alice.call("MESSAGE", "bob", "");
+    asleep.expect_request("MESSAGE", SECS(5));
+    assert!(k.wait_stat("tsilo:stored_transactions", 1, SECS(5)));
+    woken.register(&tagged("woken", "append"));
+    let m = woken.expect_request("MESSAGE", SECS(5));
+    assert_eq!(m.body, "hello");
+    woken.reply(&m, 200, "OK");
+    let r = alice.final_reply("MESSAGE", SECS(5));
+    assert_eq!(r.status(), Some(200), "{}", r.raw);
+}
+
+#[test]
+fn no_branch_after_the_caller_cancels() {
+    let k = start(30000);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (call, inv) = ringing_call(&alice, &phone);
+    alice.cancel(&call);
+    phone.answer_cancel(&inv, SECS(5));
+    let r = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(r.status(), Some(487));
+    alice.ack(&call, &r);
+    // The transaction may still be stored (TM's wait timer): it must not get a branch.
+    tablet.register(&tagged("tablet", "append"));
+    assert!([1, -2].contains(&append_rc(&k, "tablet")));
+    tablet.expect_no_request("INVITE", SECS(1));
+    assert_eq!(k.stat("tsilo:added_branches"), 0);
+}
+
+#[test]
+fn no_branch_after_fr_inv_timer_expiry() {
+    let k = start(1500);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (call, _inv) = ringing_call(&alice, &phone);
+    let r = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(r.status(), Some(408), "{}", r.raw);
+    alice.ack(&call, &r);
+    tablet.register(&tagged("tablet", "append"));
+    tablet.expect_no_request("INVITE", SECS(1));
+    assert_eq!(k.stat("tsilo:added_branches"), 0);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+}
+
+#[test]
+fn ts_append_to_with_three_and_four_parameters() {
+    let k = start(30000);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    let laptop = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (_call, _inv) = ringing_call(&alice, &phone);
+    let (index, label) = stored_id(&k, "bob");
+
+    tablet.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\n", tagged("tablet", "to3")));
+    assert_eq!(append_rc(&k, "tablet"), 1, "one branch sent");
+    tablet.expect_request("INVITE", SECS(5));
+
+    laptop.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\nX-Uri: sip:bob@127.0.0.1\r\n", tagged("laptop", "to4")));
+    assert_eq!(append_rc(&k, "laptop"), 1);
+    laptop.expect_request("INVITE", SECS(5));
+    tablet.expect_no_request("INVITE", MS(300));
+    assert_eq!(k.stat("tsilo:added_branches"), 2);
+}
+
+#[test]
+fn ts_append_by_contact_adds_exactly_one_branch() {
+    let k = start(30000);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    let laptop = Ua::new("bob", k.port);
+    let watch = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (_call, _inv) = ringing_call(&alice, &phone);
+
+    // The tablet registers without any append: it is in the location table, not ringing.
+    tablet.register(&tagged("tablet", "none"));
+    // The laptop's REGISTER appends by its own Contact: only the laptop rings.
+    laptop.register(&tagged("laptop", "contact2"));
+    assert_eq!(append_rc(&k, "laptop"), 1);
+    laptop.expect_request("INVITE", SECS(5));
+    tablet.expect_no_request("INVITE", MS(500));
+    assert_eq!(k.stat("tsilo:added_branches"), 1);
+
+    // The watch's REGISTER names the tablet's contact: only the tablet rings.
+    watch.register(&format!("{}X-Contact: {}\r\n", tagged("watch", "contact3"), tablet.contact_uri()));
+    assert_eq!(append_rc(&k, "watch"), 1);
+    tablet.expect_request("INVITE", SECS(5));
+    watch.expect_no_request("INVITE", MS(500));
+    assert_eq!(k.stat("tsilo:added_branches"), 2);
+}
+
+#[test]
+fn ts_append_branches_sends_the_destination_set_the_script_built() {
+    let k = start(30000);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let desk = Ua::new("bob", k.port); // never registers: reached only through append_branch()
+    let tablet = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (_call, _inv) = ringing_call(&alice, &phone);
+    tablet.register(&format!("{}X-Contact: {}\r\n", tagged("tablet", "branches"), desk.contact_uri()));
+    assert_eq!(append_rc(&k, "tablet"), 1);
+    desk.expect_request("INVITE", SECS(5));
+    tablet.expect_no_request("INVITE", MS(500));
+    assert_eq!(k.stat("tsilo:added_branches"), 1);
+}
+
+#[test]
+fn bad_input_gives_the_documented_codes_and_a_log_line() {
+    let mut k = start(30000);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let dev = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (_call, _inv) = ringing_call(&alice, &phone);
+
+    let cases: [(&str, &str, i32, &str); 5] = [
+        ("b1", "X-Append: uri\r\nX-Uri: bogus\r\n", -1, "bad uri [bogus]"),
+        ("b2", "X-Append: to3\r\nX-Tindex: 1\r\nX-Tlabel: 1\r\n", -1, "transaction [1:1] not found"),
+        ("b3", "X-Append: to3-raw\r\nX-Tindex: abc\r\nX-Tlabel: 1\r\n", -1, "cannot get transaction index"),
+        ("b4", "X-Append: uri\r\nX-Uri: sip:nobody@127.0.0.1\r\n", -2, "append[b4]"),
+        ("b5", "X-Append: to3\r\nX-Tindex: 99999999\r\nX-Tlabel: 1\r\n", -1, "transaction [99999999:1] not found"),
+    ];
+    for (tag, headers, rc, log) in cases {
+        dev.register(&format!("X-Tag: {tag}\r\n{headers}"));
+        assert_eq!(append_rc(&k, tag), rc, "{tag}");
+        assert!(k.wait_log(log, SECS(2)), "{tag}: no '{log}' in the log:\n{}", k.log_tail(20));
+    }
+    // A de-registration (Contact: *) names no contact to append by.
+    let star = format!(
+        "REGISTER sip:127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{d};branch=z9hG4bKstar1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@127.0.0.1>;tag=s1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: star-1\r\n\
+         CSeq: 1 REGISTER\r\nContact: *\r\nExpires: 0\r\nX-Tag: b6\r\nX-Append: contact2\r\nContent-Length: 0\r\n\r\n",
+        p = k.port,
+        d = dev.port
+    );
+    dev.send(&star);
+    dev.final_reply("REGISTER", SECS(5));
+    assert_eq!(append_rc(&k, "b6"), -1);
+    assert!(k.wait_log("Contact: * (a de-registration)", SECS(2)));
+    dev.expect_no_request("INVITE", MS(300));
+    // Still up and answering.
+    assert_eq!(alice.options().and_then(|r| r.status()), Some(200));
+    assert!(k.alive());
+    assert!(!k.log().contains("BUG: panic"));
+}
+
+#[test]
+fn an_empty_table_name_stops_kamailio_at_startup() {
+    let cfg = CFG.replace("{FR_INV}", "30000").replace("{USE_DOMAIN}", "0").replace(
+        "\t\tts_append(\"location\", \"$tu\");\n\t\t$var(rc) = $rc;\n\t}",
+        "\t\tts_append(\"\", \"$tu\");\n\t\t$var(rc) = $rc;\n\t}",
+    );
+    assert!(cfg.contains("ts_append(\"\""), "the replacement must apply");
+    let log = Kamailio::start_expect_failure(&cfg);
+    assert!(log.contains("tsilo") && log.contains("empty table name"), "{log}");
+    assert!(!log.contains("SIGSEGV") && !log.contains("BUG"), "{log}");
+}
