@@ -491,6 +491,17 @@ impl Ua {
         assert_eq!(r.status(), Some(200), "BYE: {}", r.raw);
     }
 
+    /// ACK then BYE for a call answered by `callee`, which receives them and answers the BYE.
+    pub fn hangup_via(&self, call: &Call, ok: &SipMsg, callee: &Ua) {
+        self.ack(call, ok);
+        callee.expect_request("ACK", Duration::from_secs(5));
+        self.in_dialog(call, ok, "BYE", call.cseq + 1);
+        let bye = callee.expect_request("BYE", Duration::from_secs(5));
+        callee.reply(&bye, 200, "OK");
+        let r = self.final_reply("BYE", Duration::from_secs(5));
+        assert_eq!(r.status(), Some(200), "BYE: {}", r.raw);
+    }
+
     /// Replies to a request it received (copies Via/From/To/Call-ID/CSeq, adds a To tag).
     pub fn reply(&self, req: &SipMsg, code: u16, reason: &str) {
         let mut text = format!("SIP/2.0 {code} {reason}\r\n");
