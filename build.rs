@@ -116,6 +116,8 @@ fn split_defines(line: &str) -> Vec<String> {
 fn shim_build(src: &Path, defines: &[String]) -> cc::Build {
     let mut b = cc::Build::new();
     b.include(src).include("c_shim").warnings(false).flag("-fPIC");
+    // Log lines from Kamailio's inline functions name their header relative to the tree.
+    b.flag(format!("-fmacro-prefix-map={}/=", src.display()));
     for d in defines {
         b.flag(d);
     }

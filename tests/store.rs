@@ -120,7 +120,7 @@ fn store_is_visible_in_rpc_and_stats_and_leaves_with_the_transaction() {
 fn same_transaction_twice_is_stored_once_and_callee_keys_are_per_user() {
     let cfg = config(false).replace(
         "\tt_relay();\n\tts_store();",
-        "\tt_relay();\n\tts_store();\n\tts_store();\n\tts_store(\"sip:$tU@other.example\");",
+        "\tt_relay();\n\tts_store();\n\tts_store();\n\tts_store(\"sip:$tU@other.example\");\n\t$rU = \"robert\";\n\tts_store();",
     );
     let k = Kamailio::start(&cfg);
     let alice = Ua::new("alice", k.port);
@@ -130,9 +130,11 @@ fn same_transaction_twice_is_stored_once_and_callee_keys_are_per_user() {
     let inv = bob.expect_request("INVITE", SECS(5));
     bob.reply(&inv, 180, "Ringing");
     assert!(k.wait_log("stored INVITE bob", SECS(5)));
-    // Three ts_store calls, one AoR without use_domain (the domain is ignored), one entry.
-    assert_eq!(k.stat("tsilo:stored_transactions"), 1);
-    assert_eq!(k.stat("tsilo:stored_ruris"), 1);
+    // Three ts_store calls for bob, one AoR without use_domain (the domain is ignored), one
+    // entry; then the script rewrote the R-URI's user, and ts_store() follows the new R-URI.
+    assert!(k.wait_stat("tsilo:stored_transactions", 2, SECS(2)));
+    assert_eq!(k.stat("tsilo:stored_ruris"), 2);
+    assert!(k.kamcmd(&["ts.lookup", "robert"]).is_ok());
     bob.reply(&inv, 486, "Busy Here");
     alice.final_reply("INVITE", SECS(5));
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));

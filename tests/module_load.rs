@@ -1,0 +1,92 @@
+//! The foundation: Debian's own kamailio loads our tsilo.so, starts, answers SIP and RPC, and
+//! refuses (cleanly, with tsilo's error line) a config without the modules tsilo needs.
+
+mod harness;
+use harness::*;
+use std::process::Command;
+
+const CFG: &str = include_str!("configs/tsilo.cfg");
+
+fn config() -> String {
+    CFG.replace("{FR_INV}", "30000").replace("{USE_DOMAIN}", "0")
+}
+
+#[test]
+fn kamailio_loads_our_module_and_answers_sip_and_rpc() {
+    let k = Kamailio::start(&config());
+    let ua = Ua::new("alice", k.port);
+    assert_eq!(ua.options().and_then(|r| r.status()), Some(200));
+    let version = k.kamcmd(&["core.version"]).unwrap();
+    assert!(version.contains("kamailio 5.6.3"), "{version}");
+    // The tsilo.so mapped into Kamailio is ours, not Debian's C module.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", k.pid)).unwrap();
+    let ours = module_dir().join("tsilo.so").canonicalize().unwrap();
+    assert!(maps.contains(ours.to_str().unwrap()), "our tsilo.so is not mapped");
+    assert!(!maps.contains(&format!("{STOCK_MODULES}/tsilo.so")));
+    assert!(k.kamcmd(&["ts.dump"]).unwrap().contains("Size: 2048"));
+    assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
+}
+
+/// The test config without the named module (and without the script lines that need it).
+fn without(module: &str) -> String {
+    config()
+        .lines()
+        .filter(|l| !l.contains(&format!("\"{module}.so\"")) && !l.contains(&format!("modparam(\"{module}\"")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn without_tm_kamailio_refuses_to_start_with_a_tsilo_error() {
+    // Everything that needs tm goes too; tsilo must say what is missing.
+    let cfg = format!(
+        "#!KAMAILIO\nlisten=udp:127.0.0.1:{{PORT}}\nloadmodule \"sl.so\"\nloadmodule \"usrloc.so\"\n\
+         loadmodule \"ctl.so\"\nmodparam(\"ctl\", \"binrpc\", \"unix:{{CTL}}\")\nloadmodule \"tsilo.so\"\n\
+         request_route {{\n\tsl_send_reply(\"200\", \"OK\");\n}}\n"
+    );
+    let log = Kamailio::start_expect_failure(&cfg);
+    assert!(
+        log.lines().any(|l| l.contains("tsilo [") && l.contains("ERROR") && l.contains("load the tm module before tsilo")),
+        "no tsilo error line:\n{log}"
+    );
+    assert!(!log.contains("SIGSEGV") && !log.contains("panic"), "{log}");
+}
+
+#[test]
+fn without_registrar_kamailio_refuses_to_start_with_a_tsilo_error() {
+    let log = Kamailio::start_expect_failure(&without("registrar").replace("save(\"location\")", "1").replace("lookup(\"location\")", "1"));
+    assert!(
+        log.lines().any(|l| l.contains("tsilo [") && l.contains("load the registrar module before tsilo")),
+        "no tsilo error line:\n{log}"
+    );
+}
+
+#[test]
+fn every_symbol_the_module_needs_is_exported_by_kamailio() {
+    let nm = |args: &[&str]| String::from_utf8(Command::new("nm").args(args).output().unwrap().stdout).unwrap();
+    let so = module_dir().join("tsilo.so");
+    let undefined = nm(&["-D", "--undefined-only", so.to_str().unwrap()]);
+    let core = nm(&["-D", "--defined-only", "/usr/sbin/kamailio"]);
+    let exported: std::collections::HashSet<&str> = core.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    let missing: Vec<&str> = undefined
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| !s.contains('@') && !s.starts_with("_ITM") && !s.starts_with("__gmon") && !s.starts_with("__cxa"))
+        .filter(|s| !exported.contains(s))
+        .collect();
+    assert!(missing.is_empty(), "tsilo.so needs symbols kamailio does not export: {missing:?}");
+    // And it exports what the loader looks for.
+    let defined = nm(&["-D", "--defined-only", so.to_str().unwrap()]);
+    for sym in ["exports", "module_version", "module_flags", "module_interface_ver", "mod_register"] {
+        assert!(defined.lines().any(|l| l.ends_with(&format!(" {sym}"))), "{sym} not exported");
+    }
+}
+
+#[test]
+fn tsilo_functions_in_the_wrong_route_are_refused_at_startup() {
+    for call in ["ts_store();", "ts_append(\"location\", \"$tu\");", "ts_append_to(\"1\", \"2\", \"location\");"] {
+        let cfg = format!("{}\nonreply_route {{\n\t{call}\n}}\n", config());
+        let log = Kamailio::start_expect_failure(&cfg);
+        assert!(log.contains("Command cannot be used in the block"), "{call}:\n{log}");
+    }
+}
