@@ -10,7 +10,7 @@ MODULES_DIR ?= /usr/local/lib/kamailio/modules
 CARGO ?= cargo
 # Packages the build and the tests need (Debian bookworm names).
 APT_PACKAGES := kamailio kamailio-utils-modules kamailio-lua-modules sip-tester libclang1-14 libclang-common-14-dev \
-                make gcc libc6-dev ca-certificates
+                make gcc libc6-dev binutils python3 ca-certificates
 
 .PHONY: all build deps headers test unit integration demo install clean
 
