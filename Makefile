@@ -3,6 +3,8 @@
 #   make           build build/tsilo.so (release)
 #   make test      deps + build + unit and integration tests (what CI runs)
 #   make demo      deps + build + Kamailio running examples/kamailio.cfg with this module
+#   make bench     C tsilo.so vs ours, interleaved rounds -> bench/results.json + README table
+#   make soak      100k mixed calls against ours (about 10 minutes)
 #   make install   copy tsilo.so to MODULES_DIR
 #   make clean
 
@@ -12,7 +14,7 @@ CARGO ?= cargo
 APT_PACKAGES := kamailio kamailio-utils-modules kamailio-lua-modules sip-tester libclang1-14 libclang-common-14-dev \
                 make gcc libc6-dev binutils python3 ca-certificates
 
-.PHONY: all build deps headers test unit integration demo install clean
+.PHONY: all build deps headers test demo bench soak install clean
 
 all: build
 
@@ -37,8 +39,16 @@ deps:
 headers:
 	@./kamailio-headers/fetch.sh >/dev/null
 
+# Unit and integration tests, plus a short smoke of the benchmark and the soak (bench/tests).
 test: deps build
-	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) test --release
+	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) test --release --workspace
+
+bench: deps build
+	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) run --release -p tsilo-bench -- bench \
+		--out $(CURDIR)/bench/results.json --readme $(CURDIR)/README.md
+
+soak: deps build
+	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) run --release -p tsilo-bench -- soak
 
 demo: deps build
 	python3 examples/demo.py

@@ -1,5 +1,5 @@
 -- Late parallel forking with tsilo, in Lua (KEMI): the flow of examples/kamailio.cfg.
--- INVITE/MESSAGE: relay + ts_store + push if a device is registered; else push + t_suspend.
+-- INVITE/MESSAGE: ts_store, then relay + push if a device is registered, else push + t_suspend.
 -- REGISTER: save, then resume a suspended call (t_continue) or ts_append to stored ones.
 
 local FLT_EXIT = 0
@@ -53,16 +53,18 @@ end
 
 function ksr_route_call(method)
 	if method == "INVITE" then KSR.rr.record_route() end
+	-- Store first: before lookup() the key is the called user, and before t_relay() a device
+	-- that registers right away already finds the call.
+	KSR.tm.t_newtran()
+	KSR.tsilo.ts_store()
 	if KSR.registrar.lookup("location") > 0 then
 		if KSR.tm.t_relay() < 0 then
-			KSR.sl.sl_reply_error()
+			KSR.tm.t_reply(500, "Relay Failed")
 			return
 		end
-		KSR.tsilo.ts_store()
 		push()
 		return
 	end
-	KSR.tm.t_newtran()
 	if not push() then
 		KSR.tm.t_reply(480, "Temporarily Unavailable (push failed)")
 		return
@@ -90,7 +92,7 @@ function push()
 	return true
 end
 
--- A REGISTER resumed a suspended call (t_continue): relay it and store it.
+-- A REGISTER resumed a suspended call (t_continue): relay it (it is stored already).
 function ksr_route_resume()
 	if KSR.registrar.lookup("location") < 0 then
 		KSR.tm.t_reply(480, "Temporarily Unavailable")
@@ -98,7 +100,5 @@ function ksr_route_resume()
 	end
 	if KSR.tm.t_relay() < 0 then
 		KSR.tm.t_reply(500, "Relay Failed")
-		return
 	end
-	KSR.tsilo.ts_store()
 end

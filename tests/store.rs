@@ -119,8 +119,8 @@ fn store_is_visible_in_rpc_and_stats_and_leaves_with_the_transaction() {
 #[test]
 fn same_transaction_twice_is_stored_once_and_callee_keys_are_per_user() {
     let cfg = config(false).replace(
-        "\tt_relay();\n\tts_store();",
-        "\tt_relay();\n\tts_store();\n\tts_store();\n\tts_store(\"sip:$tU@other.example\");\n\t$rU = \"robert\";\n\tts_store();",
+        "\tt_newtran();\n\tts_store();",
+        "\tt_newtran();\n\tts_store();\n\tts_store();\n\tts_store(\"sip:$tU@other.example\");\n\t$rU = \"robert\";\n\tts_store();\n\t$rU = $tU;",
     );
     let k = Kamailio::start(&cfg);
     let alice = Ua::new("alice", k.port);
@@ -142,7 +142,7 @@ fn same_transaction_twice_is_stored_once_and_callee_keys_are_per_user() {
 
 #[test]
 fn use_domain_keys_by_the_whole_uri() {
-    let cfg = config(true).replace("\tt_relay();\n\tts_store();", "\tt_relay();\n\tts_store(\"sip:$tU@a.example\");\n\tts_store(\"sip:$tU@b.example\");");
+    let cfg = config(true).replace("\tt_newtran();\n\tts_store();", "\tt_newtran();\n\tts_store(\"sip:$tU@a.example\");\n\tts_store(\"sip:$tU@b.example\");");
     let k = Kamailio::start(&cfg);
     let alice = Ua::new("alice", k.port);
     let bob = Ua::new("bob", k.port);

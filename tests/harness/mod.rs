@@ -62,6 +62,10 @@ pub struct Kamailio {
 
 impl Kamailio {
     fn spawn(cfg: &str) -> Kamailio {
+        Kamailio::spawn_sized(cfg, 64)
+    }
+
+    fn spawn_sized(cfg: &str, shm_mb: u32) -> Kamailio {
         let dir = unique_dir();
         let port = free_port();
         let sock = dir.join("ctl.sock");
@@ -73,7 +77,7 @@ impl Kamailio {
         fs::write(&cfg_path, text).unwrap();
         let log = fs::File::create(dir.join("kamailio.log")).unwrap();
         let child = Command::new("kamailio")
-            .args(["-DD", "-E", "-m", "64", "-M", "8"])
+            .args(["-DD", "-E", "-m", &shm_mb.to_string(), "-M", "8"])
             .arg("-f")
             .arg(&cfg_path)
             .arg("-Y")
@@ -93,7 +97,12 @@ impl Kamailio {
 
     /// Starts Kamailio with `cfg` ({PORT}, {CTL}, {DIR} filled in) and waits until it answers RPC.
     pub fn start(cfg: &str) -> Kamailio {
-        let mut k = Kamailio::spawn(cfg);
+        Kamailio::start_sized(cfg, 64)
+    }
+
+    /// As `start`, with `shm_mb` MB of shared memory.
+    pub fn start_sized(cfg: &str, shm_mb: u32) -> Kamailio {
+        let mut k = Kamailio::spawn_sized(cfg, shm_mb);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = k.child.try_wait() {
