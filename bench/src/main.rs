@@ -200,7 +200,8 @@ fn max_rate(e: &mut Engine, plan: &Plan) -> f64 {
 fn scaling(module: Module, plan: &Plan, run: u32) -> Result<Vec<(usize, f64, f64)>, String> {
     let mut out = Vec::new();
     for &fill in &plan.fills {
-        let shm = if fill > 10_000 { 1024 } else { 256 };
+        // A parked transaction costs TM about 13 KB of shm (cell, request clone, reply buffer).
+        let shm = if fill > 10_000 { 2560 } else { 256 };
         let k = start(module, 4, 600_000, shm);
         let mut e = Engine::new(k.port, plan.users.min(1000), run);
         e.register_all_d1(2000.0)?;
@@ -374,6 +375,11 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench(smoke, value("--out").map(PathBuf::from), value("--readme").map(PathBuf::from)),
         Some("soak") => soak(smoke, value("--calls").and_then(|v| v.parse().ok())),
+        // Diagnostics: only the scaling phase, for one module.
+        Some("scaling") => {
+            let module = if args.iter().any(|a| a == "--c") { Module::C } else { Module::Ours };
+            scaling(module, &Plan::new(smoke), 300).map(|v| println!("{v:?}"))
+        }
         _ => Err("usage: tsilo-bench bench [--smoke] [--out FILE] [--readme FILE] | soak [--smoke] [--calls N]".into()),
     };
     if let Err(e) = result {

@@ -407,7 +407,7 @@ impl Engine {
 
     fn on_caller(&mut self, msg: &str) {
         if header(msg, "Call-ID").is_some_and(|c| c.starts_with("park-")) {
-            if status(msg).is_some_and(|c| c < 200) && cseq_method(msg) == "INVITE" {
+            if status(msg) == Some(100) && msg.starts_with("SIP/2.0 100 Parked") {
                 self.parked += 1;
             }
             return;
