@@ -20,7 +20,7 @@
 #[allow(dead_code, unused_imports)]
 mod silo;
 
-use silo::{ShmAlloc, Silo, Stored, TransactionId, TxHandle};
+use silo::{Limits, ShmAlloc, Silo, Stored, TransactionId, TxHandle};
 use std::hint::black_box;
 use std::ptr::NonNull;
 use std::time::Instant;
@@ -109,7 +109,7 @@ struct Table {
 
 impl Table {
     fn new(slots: u32) -> Self {
-        Table { silo: Silo::create(Heap, slots).expect("malloc failed"), len: 0 }
+        Table { silo: Silo::create(Heap, slots, Limits::default()).expect("malloc failed"), len: 0 }
     }
 
     fn silo(&self) -> &Silo<Heap> {

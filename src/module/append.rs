@@ -12,7 +12,8 @@ use super::store::aor_key;
 use crate::kam::dset::DsetSnapshot;
 use crate::kam::str::show;
 use crate::kam::{registrar, tm};
-use crate::silo::TransactionId;
+use crate::silo::{Counters, TransactionId};
+use std::sync::atomic::AtomicU64;
 use crate::sys;
 use std::ffi::{CStr, CString, c_int};
 use std::sync::atomic::Ordering::Relaxed;
@@ -41,17 +42,25 @@ pub enum Branches<'a> {
 /// (NOT_FOUND, CANCELED, ANSWERED, LOOKUP_FAILED, or TM's error when nothing could be sent).
 pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>) -> c_int {
     let _restore = tm::CurrentRestore::save();
+    let count = |c: fn(&Counters) -> &AtomicU64| {
+        if let Some(silo) = silo() {
+            c(&silo.counters).fetch_add(1, Relaxed);
+        }
+    };
     let Some(t) = tm::lookup(id) else {
         lm_err!("transaction [{}:{}] not found", id.index, id.label);
+        count(|c| &c.append_not_found);
         return NOT_FOUND;
     };
     let cell = t.cell();
     if cell.is_canceled() {
         lm_dbg!("transaction [{}:{}] was cancelled", id.index, id.label);
+        count(|c| &c.append_canceled);
         return CANCELED;
     }
     if cell.uas_status() >= 200 {
         lm_dbg!("transaction [{}:{}] sent a final reply already ({})", id.index, id.label, cell.uas_status());
+        count(|c| &c.append_answered);
         return ANSWERED;
     }
     match branches {
@@ -59,6 +68,7 @@ pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>)
             // SAFETY: the transaction's own request, alive while we hold the reference.
             if !unsafe { registrar::lookup_to_dset(cell.request(), table, *uri) } {
                 lm_err!("transaction [{}:{}]: no contact found in table {}", id.index, id.label, table.to_string_lossy());
+                count(|c| &c.append_lookup_failed);
                 return LOOKUP_FAILED;
             }
         }
@@ -75,22 +85,34 @@ pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>)
     // `t` is dropped (unreferenced) here, then `_restore` puts back the script's transaction.
 }
 
-/// Appends branches to every transaction stored for the AoR of `ruri`.
-/// OK if the AoR had transactions (each append's outcome is logged), NOTHING_STORED if it had
-/// none, ERROR for a bad URI.
-pub fn append_to_aor(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> c_int {
-    let Some(key) = aor_key(ruri) else { return ERROR };
-    let Some(silo) = silo() else { return ERROR };
+/// What appending to an AoR did.
+pub struct AppendSummary {
+    pub transactions: usize,
+    pub branches: u64,
+}
+
+/// Appends branches to every transaction stored for the AoR of `ruri`: Ok with what was done
+/// (each transaction's outcome is logged), Err(NOTHING_STORED) if it had none, Err(ERROR) for a
+/// bad URI.
+pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> Result<AppendSummary, c_int> {
+    let key = aor_key(ruri).ok_or(ERROR)?;
+    let silo = silo().ok_or(ERROR)?;
     let mut ids = Vec::new();
     if !silo.transactions_of(key, &mut ids) {
         lm_dbg!("no transaction stored for {}", show(key));
-        return NOTHING_STORED;
+        return Err(NOTHING_STORED);
     }
+    let mut summary = AppendSummary { transactions: ids.len(), branches: 0 };
     for id in ids {
         lm_dbg!("transaction {}:{} found for {}, appending branches", id.index, id.label, show(key));
-        append_to(id, branches, contact);
+        summary.branches += append_to(id, branches, contact).max(0) as u64;
     }
-    OK
+    Ok(summary)
+}
+
+/// `append_all` as the script functions return it: OK, NOTHING_STORED or ERROR.
+pub fn append_to_aor(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> c_int {
+    append_all(ruri, branches, contact).map_or_else(|code| code, |_| OK)
 }
 
 /// `ts_append_by_contact`: the contact must be a SIP URI; TM matches it as a substring of each

@@ -13,7 +13,7 @@ use crate::kam::export::{CStrPtr, CTable};
 use crate::kam::guard::{guard, install_panic_hook};
 use crate::kam::shm::KamShm;
 use crate::kam::{registrar, tm};
-use crate::silo::{Silo, sanitize_hash_size};
+use crate::silo::{Limits, Silo, sanitize_hash_size};
 use crate::sys;
 use once_cell::sync::OnceCell;
 use std::ffi::{c_char, c_int, c_void};
@@ -33,6 +33,11 @@ pub static module_interface_ver: u32 = sys::version::INTERFACE_VER;
 
 static HASH_SIZE: AtomicI32 = AtomicI32::new(2048);
 static USE_DOMAIN: AtomicI32 = AtomicI32::new(0);
+// Bounds (README, section 3): beyond them ts_store returns -3. A pending INVITE costs TM 5 to
+// 13 KB of shm, so 100k transactions is more than a sane shm size holds anyway; 100 ringing
+// calls for one user is a flood, not a person.
+static MAX_TRANSACTIONS: AtomicI32 = AtomicI32::new(100_000);
+static MAX_TRANSACTIONS_PER_AOR: AtomicI32 = AtomicI32::new(100);
 
 /// Whether AoRs are keyed by the whole URI (`use_domain`), or by its user part.
 pub fn use_domain() -> bool {
@@ -43,9 +48,11 @@ const fn int_param(name: &'static std::ffi::CStr, value: &'static AtomicI32) -> 
     sys::param_export_t { name: name.as_ptr() as *mut c_char, type_: sys::PARAM_INT, param_pointer: value.as_ptr() as *mut c_void }
 }
 
-static PARAMS: CTable<[sys::param_export_t; 3]> = CTable([
+static PARAMS: CTable<[sys::param_export_t; 5]> = CTable([
     int_param(c"hash_size", &HASH_SIZE),
     int_param(c"use_domain", &USE_DOMAIN),
+    int_param(c"max_transactions", &MAX_TRANSACTIONS),
+    int_param(c"max_transactions_per_aor", &MAX_TRANSACTIONS_PER_AOR),
     sys::param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
 ]);
 
@@ -135,7 +142,11 @@ extern "C" fn mod_init() -> c_int {
         if let Some(w) = warning {
             lm_warn!("{w}");
         }
-        let Some(silo) = Silo::create(KamShm, size) else {
+        let limits = Limits {
+            max_transactions: u64::try_from(MAX_TRANSACTIONS.load(Relaxed)).unwrap_or(0),
+            max_per_aor: u32::try_from(MAX_TRANSACTIONS_PER_AOR.load(Relaxed)).unwrap_or(0),
+        };
+        let Some(silo) = Silo::create(KamShm, size, limits) else {
             lm_err!("out of shared memory creating the table ({size} slots)");
             return -1;
         };

@@ -1,5 +1,7 @@
 //! RPC commands: ts.dump [brief], ts.lookup <uri>, with the C module's reply structure.
 
+use super::append::{Branches, NOTHING_STORED, append_all};
+use super::stats::STATS;
 use super::{silo, use_domain};
 use crate::kam::export::CTable;
 use crate::kam::guard::guard;
@@ -14,9 +16,16 @@ static DUMP_DOC: CTable<[*const c_char; 2]> = CTable([c"Dump tsilo transactions 
 static LOOKUP_DOC: CTable<[*const c_char; 2]> =
     CTable([c"Lookup one R-URI in the tsilo transactions table".as_ptr(), std::ptr::null()]);
 
-pub static METHODS: CTable<[sys::rpc_export_t; 3]> = CTable([
+static STATS_DOC: CTable<[*const c_char; 2]> =
+    CTable([c"tsilo counters and the table's load (slots used, longest chain, busiest AoR)".as_ptr(), std::ptr::null()]);
+static APPEND_DOC: CTable<[*const c_char; 2]> =
+    CTable([c"Append branches now to the calls stored for an AoR: ts.append <uri> [table]".as_ptr(), std::ptr::null()]);
+
+pub static METHODS: CTable<[sys::rpc_export_t; 5]> = CTable([
     sys::rpc_export_t { name: c"ts.dump".as_ptr(), function: Some(rpc_dump), doc_str: DUMP_DOC.0.as_ptr() as *mut _, flags: 0 },
     sys::rpc_export_t { name: c"ts.lookup".as_ptr(), function: Some(rpc_lookup), doc_str: LOOKUP_DOC.0.as_ptr() as *mut _, flags: 0 },
+    sys::rpc_export_t { name: c"ts.stats".as_ptr(), function: Some(rpc_stats), doc_str: STATS_DOC.0.as_ptr() as *mut _, flags: 0 },
+    sys::rpc_export_t { name: c"ts.append".as_ptr(), function: Some(rpc_append), doc_str: APPEND_DOC.0.as_ptr() as *mut _, flags: 0 },
     sys::rpc_export_t { name: std::ptr::null(), function: None, doc_str: null_mut(), flags: 0 },
 ]);
 
@@ -85,6 +94,64 @@ unsafe extern "C" fn rpc_lookup(api: *mut sys::rpc_t, ctx: *mut c_void) {
         };
         if build().is_err() {
             rpc.fault(500, "Internal error building the reply");
+        }
+    })
+}
+
+unsafe extern "C" fn rpc_stats(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard((), || {
+        // SAFETY: Kamailio's arguments to this RPC function.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let Some(silo) = silo() else { return rpc.fault(500, "tsilo is not initialised") };
+        let load = silo.load();
+        let build = || -> Result<(), RpcFailed> {
+            let top = rpc.add_struct()?;
+            for (name, read) in STATS {
+                top.int(name, read() as i64)?;
+            }
+            let table = top.sub_struct(c"table")?;
+            table.int(c"slots", i64::from(silo.size()))?;
+            table.int(c"slots_used", i64::from(load.slots_used))?;
+            table.int(c"longest_chain", i64::from(load.longest_chain))?;
+            table.int(c"max_transactions_per_aor_now", i64::from(load.max_transactions_per_aor))?;
+            table.int(c"max_transactions", silo.limits.max_transactions as i64)?;
+            table.int(c"max_transactions_per_aor", i64::from(silo.limits.max_per_aor))
+        };
+        if build().is_err() {
+            rpc.fault(500, "Internal error building the reply");
+        }
+    })
+}
+
+/// ts.append <uri> [table]: what a push gateway or an operator triggers when a device is known
+/// to be reachable again. Runs the same append as ts_append(), from the RPC process.
+unsafe extern "C" fn rpc_append(api: *mut sys::rpc_t, ctx: *mut c_void) {
+    guard((), || {
+        // SAFETY: Kamailio's arguments to this RPC function.
+        let rpc = unsafe { Rpc::new(api, ctx) };
+        let Some(uri) = rpc.optional_string().filter(|u| !u.is_empty()) else {
+            return rpc.fault(400, "Missing AoR (a SIP URI)");
+        };
+        if SipUri::parse(&uri).is_none() || !uri.contains(&b':') {
+            return rpc.fault(400, "Bad AoR: give a SIP URI such as sip:alice@example.com");
+        }
+        let table = rpc.optional_string().unwrap_or_else(|| b"location".to_vec());
+        let Ok(table) = std::ffi::CString::new(table).map_err(drop).and_then(|t| if t.is_empty() { Err(()) } else { Ok(t) }) else {
+            return rpc.fault(400, "Bad table name");
+        };
+        match append_all(&uri, &Branches::Lookup { table: &table, uri: Some(&uri) }, None) {
+            Ok(done) => {
+                let build = || -> Result<(), RpcFailed> {
+                    let top = rpc.add_struct()?;
+                    top.int(c"Transactions", done.transactions as i64)?;
+                    top.int(c"Branches", done.branches as i64)
+                };
+                if build().is_err() {
+                    rpc.fault(500, "Internal error building the reply");
+                }
+            }
+            Err(NOTHING_STORED) => rpc.fault(404, "No transaction stored for this AoR"),
+            Err(_) => rpc.fault(400, "Bad AoR"),
         }
     })
 }

@@ -27,12 +27,34 @@ extern "C" fn added_branches() -> sys::counter_val_t {
     read(|c| &c.added_branches)
 }
 
-const STATS: [(&CStr, extern "C" fn() -> sys::counter_val_t); 5] = [
+extern "C" fn store_rejected() -> sys::counter_val_t {
+    read(|c| &c.store_rejected)
+}
+extern "C" fn append_not_found() -> sys::counter_val_t {
+    read(|c| &c.append_not_found)
+}
+extern "C" fn append_canceled() -> sys::counter_val_t {
+    read(|c| &c.append_canceled)
+}
+extern "C" fn append_answered() -> sys::counter_val_t {
+    read(|c| &c.append_answered)
+}
+extern "C" fn append_lookup_failed() -> sys::counter_val_t {
+    read(|c| &c.append_lookup_failed)
+}
+
+/// The C module's five, then ours.
+pub const STATS: [(&CStr, extern "C" fn() -> sys::counter_val_t); 10] = [
     (c"stored_ruris", stored_ruris),
     (c"stored_transactions", stored_transactions),
     (c"total_ruris", total_ruris),
     (c"total_transactions", total_transactions),
     (c"added_branches", added_branches),
+    (c"store_rejected", store_rejected),
+    (c"append_not_found", append_not_found),
+    (c"append_canceled", append_canceled),
+    (c"append_answered", append_answered),
+    (c"append_lookup_failed", append_lookup_failed),
 ];
 
 /// Registers the statistics (mod_init, before fork). Kamailio keeps the table's pointers.

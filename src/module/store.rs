@@ -8,6 +8,25 @@ use crate::kam::{msg, tm};
 use crate::silo::{StoreError, Stored};
 use crate::sys;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// ts_store's return code when a limit refused the transaction.
+pub const LIMIT_REACHED: c_int = -3;
+
+/// Logs a refusal at most once per 10 s per process, with how many were not logged: a flood
+/// must not flood the log too.
+fn report_refusal(what: &str, key: &[u8]) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST.load(Relaxed);
+    if now >= last + 10 && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        let quiet = QUIET.swap(0, Relaxed);
+        lm_warn!("ts_store refused for {}: {what} reached ({quiet} more refused since the last report)", show(key));
+    } else {
+        QUIET.fetch_add(1, Relaxed);
+    }
+}
 
 /// The silo key of a URI: its user part, or the whole URI with `use_domain`.
 /// None (after logging why) for a URI Kamailio cannot parse or an empty key.
@@ -25,7 +44,8 @@ pub fn aor_key(uri: &[u8]) -> Option<&[u8]> {
 }
 
 /// Stores the current transaction for the AoR of `uri`, or of the request URI when `uri` is None
-/// or empty. 1 on success (also when it was stored already), -1 on error.
+/// or empty. 1 on success (also when it was stored already), LIMIT_REACHED when a limit refused
+/// it, -1 on other errors.
 ///
 /// # Safety
 /// `msg` is the request being processed by the calling script function.
@@ -64,6 +84,14 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
         Err(StoreError::KeyTooLong) => {
             lm_err!("aor too long ({} bytes)", key.len());
             -1
+        }
+        Err(StoreError::TableFull) => {
+            report_refusal("max_transactions", key);
+            LIMIT_REACHED
+        }
+        Err(StoreError::AorFull) => {
+            report_refusal("max_transactions_per_aor", key);
+            LIMIT_REACHED
         }
     }
 }

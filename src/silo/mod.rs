@@ -43,6 +43,23 @@ pub struct Counters {
     pub total_ruris: AtomicU64,
     pub total_transactions: AtomicU64,
     pub added_branches: AtomicU64,
+    /// ts_store refused by a limit (`max_transactions`, `max_transactions_per_aor`).
+    pub store_rejected: AtomicU64,
+    // Appends that found their transaction gone, cancelled, answered, or no contact to add.
+    pub append_not_found: AtomicU64,
+    pub append_canceled: AtomicU64,
+    pub append_answered: AtomicU64,
+    pub append_lookup_failed: AtomicU64,
+}
+
+/// Bounds on what the silo holds (0 = no bound).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Transactions in the whole table (checked without a global lock: concurrent stores in
+    /// several processes may pass it by a few).
+    pub max_transactions: u64,
+    /// Transactions stored for one AoR (exact: checked under the AoR's slot lock).
+    pub max_per_aor: u32,
 }
 
 #[repr(C)]
@@ -61,6 +78,8 @@ struct AorRecord {
     transactions: *mut StoredTransaction,
     hash: u32,
     key_len: u32,
+    /// Transactions in `transactions`, for the per-AoR limit and the load report.
+    count: u32,
     // `key_len` bytes of key follow the struct.
 }
 
@@ -92,6 +111,18 @@ pub enum Stored {
 pub enum StoreError {
     NoMemory,
     KeyTooLong,
+    /// `max_transactions` reached.
+    TableFull,
+    /// `max_transactions_per_aor` reached for this AoR.
+    AorFull,
+}
+
+/// How full the table is, for `ts.stats`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TableLoad {
+    pub slots_used: u32,
+    pub longest_chain: u32,
+    pub max_transactions_per_aor: u32,
 }
 
 /// One AoR as seen by `dump`.
@@ -114,6 +145,7 @@ pub struct Silo<A: ShmAlloc> {
     alloc: A,
     size: u32,
     slots: *mut Slot,
+    pub limits: Limits,
     pub counters: Counters,
 }
 
@@ -143,7 +175,7 @@ pub fn key_hash(key: &[u8]) -> u32 {
 
 impl<A: ShmAlloc> Silo<A> {
     /// Allocates and initialises the silo with `size` slots (a power of two) in `alloc`'s memory.
-    pub fn create(alloc: A, size: u32) -> Option<NonNull<Silo<A>>> {
+    pub fn create(alloc: A, size: u32, limits: Limits) -> Option<NonNull<Silo<A>>> {
         assert!(size.is_power_of_two(), "silo size must be a power of two");
         let slots = alloc.alloc(size as usize * size_of::<Slot>()) as *mut Slot;
         if slots.is_null() {
@@ -160,7 +192,7 @@ impl<A: ShmAlloc> Silo<A> {
             for i in 0..size as usize {
                 slots.add(i).write(Slot { lock: ShmMutex::new(), records: 0, first: ptr::null_mut() });
             }
-            silo.write(Silo { alloc, size, slots, counters: Counters::default() });
+            silo.write(Silo { alloc, size, slots, limits, counters: Counters::default() });
             Some(NonNull::new_unchecked(silo))
         }
     }
@@ -211,6 +243,11 @@ impl<A: ShmAlloc> Silo<A> {
     /// Stores `id` for the AoR `key`, creating the AoR's record if it is the first.
     pub fn store(&self, key: &[u8], id: TransactionId) -> Result<Stored, StoreError> {
         let key_len = u32::try_from(key.len()).map_err(|_| StoreError::KeyTooLong)?;
+        let max = self.limits.max_transactions;
+        if max > 0 && self.counters.stored_transactions.load(Relaxed) >= max {
+            self.counters.store_rejected.fetch_add(1, Relaxed);
+            return Err(StoreError::TableFull);
+        }
         let hash = key_hash(key);
         let slot = self.slot(hash);
         // Allocate before taking the lock: shm_malloc has a lock of its own, keep ours short.
@@ -229,7 +266,7 @@ impl<A: ShmAlloc> Silo<A> {
                     self.alloc.free(tx as *mut u8);
                     return Err(StoreError::NoMemory);
                 }
-                rec.write(AorRecord { next: (*slot).first, transactions: ptr::null_mut(), hash, key_len });
+                rec.write(AorRecord { next: (*slot).first, transactions: ptr::null_mut(), hash, key_len, count: 0 });
                 ptr::copy_nonoverlapping(key.as_ptr(), (rec as *mut u8).add(size_of::<AorRecord>()), key.len());
                 (*slot).first = rec;
                 (*slot).records += 1;
@@ -245,6 +282,13 @@ impl<A: ShmAlloc> Silo<A> {
                     }
                     cur = (*cur).next;
                 }
+                let per_aor = self.limits.max_per_aor;
+                if per_aor > 0 && (*rec).count >= per_aor {
+                    drop(guard);
+                    self.alloc.free(tx as *mut u8);
+                    self.counters.store_rejected.fetch_add(1, Relaxed);
+                    return Err(StoreError::AorFull);
+                }
             }
             // Append, so appends and dumps see transactions in arrival order.
             tx.write(StoredTransaction { next: ptr::null_mut(), record: rec, id });
@@ -253,6 +297,7 @@ impl<A: ShmAlloc> Silo<A> {
                 link = &mut (**link).next;
             }
             *link = tx;
+            (*rec).count += 1;
         }
         drop(guard);
         self.counters.stored_transactions.fetch_add(1, Relaxed);
@@ -283,6 +328,7 @@ impl<A: ShmAlloc> Silo<A> {
                 debug_assert!(!(*link).is_null(), "removing a transaction that is not stored");
                 if !(*link).is_null() {
                     *link = (*tx).next;
+                    (*rec).count -= 1;
                 }
                 if (*rec).transactions.is_null() {
                     let mut rlink = &mut (*slot).first as *mut *mut AorRecord;
@@ -358,6 +404,31 @@ impl<A: ShmAlloc> Silo<A> {
             }
         }
         totals
+    }
+}
+
+impl<A: ShmAlloc> Silo<A> {
+    /// Slots in use, the longest chain and the most transactions on one AoR (one slot locked
+    /// at a time).
+    pub fn load(&self) -> TableLoad {
+        let mut load = TableLoad::default();
+        for i in 0..self.size {
+            let slot = self.slot(i);
+            let _guard = self.lock(slot);
+            // SAFETY: read under the slot lock.
+            unsafe {
+                if (*slot).records > 0 {
+                    load.slots_used += 1;
+                }
+                load.longest_chain = load.longest_chain.max((*slot).records);
+                let mut rec = (*slot).first;
+                while !rec.is_null() {
+                    load.max_transactions_per_aor = load.max_transactions_per_aor.max((*rec).count);
+                    rec = (*rec).next;
+                }
+            }
+        }
+        load
     }
 }
 

@@ -46,7 +46,7 @@ fn stored(r: Result<Stored, StoreError>) -> TxHandle {
 #[test]
 fn store_lookup_remove() {
     let heap = CountingHeap::new();
-    let ptr = Silo::create(heap, 8).unwrap();
+    let ptr = Silo::create(heap, 8, Limits::default()).unwrap();
     let silo = unsafe { ptr.as_ref() };
     assert_eq!(ids_of(silo, b"alice"), None);
 
@@ -75,7 +75,7 @@ fn store_lookup_remove() {
 #[test]
 fn duplicate_store_keeps_one_entry() {
     let heap = CountingHeap::new();
-    let ptr = Silo::create(heap, 4).unwrap();
+    let ptr = Silo::create(heap, 4, Limits::default()).unwrap();
     let silo = unsafe { ptr.as_ref() };
     let h = stored(silo.store(b"alice", id(5, 6)));
     assert_eq!(silo.store(b"alice", id(5, 6)), Ok(Stored::Duplicate));
@@ -94,7 +94,7 @@ fn duplicate_store_keeps_one_entry() {
 #[test]
 fn collisions_in_one_slot() {
     let heap = CountingHeap::new();
-    let ptr = Silo::create(heap, 1).unwrap();
+    let ptr = Silo::create(heap, 1, Limits::default()).unwrap();
     let silo = unsafe { ptr.as_ref() };
     let keys: Vec<String> = (0..50).map(|i| format!("user{i}")).collect();
     let handles: Vec<TxHandle> =
@@ -136,7 +136,7 @@ fn keys_are_exact_bytes() {
     // With use_domain the module keys by the whole URI, without it by the user part: the silo
     // itself must treat keys as exact byte strings.
     let heap = CountingHeap::new();
-    let ptr = Silo::create(heap, 16).unwrap();
+    let ptr = Silo::create(heap, 16, Limits::default()).unwrap();
     let silo = unsafe { ptr.as_ref() };
     let a = stored(silo.store(b"sip:alice@a.example", id(1, 1)));
     let b = stored(silo.store(b"sip:alice@b.example", id(2, 2)));
@@ -165,7 +165,7 @@ fn out_of_memory_is_an_error_not_a_crash() {
     }
     let heap = CountingHeap::new();
     let budget = Budget(Box::leak(Box::new(AtomicI64::new(3))), heap);
-    let ptr = Silo::create(budget, 4).unwrap(); // 2 blocks
+    let ptr = Silo::create(budget, 4, Limits::default()).unwrap(); // 2 blocks
     let silo = unsafe { ptr.as_ref() };
     // One block left: the transaction gets it, the new record does not.
     assert_eq!(silo.store(b"alice", id(1, 1)), Err(StoreError::NoMemory));
@@ -289,7 +289,7 @@ fn forked_processes_share_one_silo() {
     const PER_CHILD: u32 = 3_000;
     let arena = SharedArena::new(64 << 20);
     // Two slots: every process hammers the same locks and chains.
-    let ptr = Silo::create(arena, 2).unwrap();
+    let ptr = Silo::create(arena, 2, Limits::default()).unwrap();
     let baseline = arena.live();
     let addr = ptr.as_ptr() as usize;
     let keys: [&[u8]; 6] = [b"alice", b"bob", b"carol", b"dave", b"erin", b"frank"];
@@ -358,4 +358,42 @@ fn forked_processes_share_one_silo() {
     assert_eq!(silo.counters.stored_ruris.load(SeqCst), 0);
     assert_eq!(silo.dump(|_| {}), DumpTotals::default());
     assert_eq!(arena.live(), baseline, "every block allocated by a child was freed");
+}
+
+#[test]
+fn limits_refuse_and_count_and_free_what_they_refuse() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 4, Limits { max_transactions: 5, max_per_aor: 3 }).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let bob: Vec<TxHandle> = (0..3).map(|i| stored(silo.store(b"bob", id(i, 0)))).collect();
+    assert_eq!(silo.store(b"bob", id(3, 0)), Err(StoreError::AorFull));
+    assert_eq!(silo.store(b"bob", id(0, 0)), Ok(Stored::Duplicate), "a duplicate is not a new entry");
+    let alice: Vec<TxHandle> = (0..2).map(|i| stored(silo.store(b"alice", id(i, 1)))).collect();
+    assert_eq!(silo.store(b"carol", id(9, 9)), Err(StoreError::TableFull));
+    assert_eq!(silo.counters.store_rejected.load(SeqCst), 2);
+    assert_eq!(silo.load().max_transactions_per_aor, 3);
+    assert_eq!(heap.live(), 2 + 2 + 5, "silo, slots, two AoRs, five transactions: refused blocks freed");
+    // Room again once transactions leave.
+    unsafe { silo.remove(bob[0]) };
+    let again = stored(silo.store(b"bob", id(3, 0)));
+    for h in bob[1..].iter().chain(&alice).chain([&again]) {
+        unsafe { silo.remove(*h) };
+    }
+    assert_eq!(silo.load(), TableLoad::default());
+    unsafe { Silo::destroy(ptr) };
+    assert_eq!(heap.live(), 0);
+}
+
+#[test]
+fn load_reports_slots_chains_and_the_busiest_aor() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 1, Limits::default()).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let mut handles = vec![stored(silo.store(b"a", id(1, 1))), stored(silo.store(b"b", id(2, 2)))];
+    handles.extend((0..4).map(|i| stored(silo.store(b"c", id(10 + i, 3)))));
+    assert_eq!(silo.load(), TableLoad { slots_used: 1, longest_chain: 3, max_transactions_per_aor: 4 });
+    for h in handles {
+        unsafe { silo.remove(h) };
+    }
+    unsafe { Silo::destroy(ptr) };
 }

@@ -1,0 +1,103 @@
+//! Beyond the C module: bounded memory (max_transactions, max_transactions_per_aor) and the
+//! operator RPCs ts.stats and ts.append, through real Kamailio and real SIP.
+
+mod harness;
+use harness::*;
+
+const CFG: &str = include_str!("configs/tsilo.cfg");
+
+fn config(limits: bool) -> String {
+    let cfg = CFG.replace("{FR_INV}", "30000").replace("{USE_DOMAIN}", "0");
+    if limits { format!("#!define LIMITS\n{cfg}") } else { cfg }
+}
+
+/// ts_store's return codes, in the order the script logged them.
+fn store_rcs(k: &Kamailio) -> Vec<i32> {
+    k.log().lines().filter_map(|l| l.split_once("] rc=").filter(|_| l.contains("store[")).map(|(_, rc)| rc.trim().parse().unwrap())).collect()
+}
+
+fn field(out: &str, name: &str) -> i64 {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{name}:")).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {name} in {out}"))
+}
+
+#[test]
+fn limits_refuse_with_their_code_count_and_log_once() {
+    let k = Kamailio::start(&config(true));
+    let alice = Ua::new("alice", k.port);
+    let bob = Ua::new("bob", k.port); // registered, never answers: every MESSAGE stays pending
+    let carol = Ua::new("carol", k.port);
+    bob.register("X-Append: none\r\n");
+    carol.register("X-Append: none\r\n");
+    // A flood at bob: 3 stored (max_transactions_per_aor), the rest refused.
+    for _ in 0..8 {
+        alice.call("MESSAGE", "bob", "");
+        bob.expect_request("MESSAGE", SECS(5));
+    }
+    // carol: the table (max_transactions = 4) has room for one more.
+    for _ in 0..2 {
+        alice.call("MESSAGE", "carol", "");
+        carol.expect_request("MESSAGE", SECS(5));
+    }
+    let deadline = std::time::Instant::now() + SECS(5);
+    while store_rcs(&k).len() < 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(MS(20));
+    }
+    let rcs = store_rcs(&k);
+    assert_eq!(rcs, vec![1, 1, 1, -3, -3, -3, -3, -3, 1, -3], "{}", k.log_tail(40));
+    assert_eq!(k.stat("tsilo:stored_transactions"), 4, "the flood did not grow the silo");
+    assert_eq!(k.stat("tsilo:store_rejected"), 6);
+    // One log line per 10 s per process, not one per refusal (2 workers).
+    let logged = k.log().lines().filter(|l| l.contains("ts_store refused for")).count();
+    assert!((1..=2).contains(&logged), "{logged} refusal lines:\n{}", k.log_tail(40));
+    assert!(k.log().contains("max_transactions_per_aor reached"));
+
+    let stats = k.kamcmd(&["ts.stats"]).unwrap();
+    assert_eq!(field(&stats, "stored_transactions"), 4, "{stats}");
+    assert_eq!(field(&stats, "store_rejected"), 6, "{stats}");
+    assert_eq!(field(&stats, "max_transactions_per_aor_now"), 3, "{stats}");
+    assert_eq!(field(&stats, "max_transactions_per_aor"), 3, "{stats}");
+    assert_eq!(field(&stats, "max_transactions"), 4, "{stats}");
+    assert_eq!(field(&stats, "slots"), 2048, "{stats}");
+    assert_eq!(field(&stats, "slots_used"), 2, "{stats}");
+    assert!(field(&stats, "longest_chain") >= 1, "{stats}");
+}
+
+#[test]
+fn ts_append_rpc_appends_now_and_rejects_bad_arguments() {
+    let k = Kamailio::start(&config(false));
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    phone.register("X-Append: none\r\n");
+    let _call = alice.invite("bob");
+    let inv = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&inv, 180, "Ringing");
+    tablet.register("X-Append: none\r\n"); // registered, but the script appends nothing
+    tablet.expect_no_request("INVITE", MS(300));
+
+    let out = k.kamcmd(&["ts.append", "sip:bob@127.0.0.1"]).unwrap();
+    assert_eq!(field(&out, "Transactions"), 1, "{out}");
+    assert_eq!(field(&out, "Branches"), 1, "{out}");
+    let tinv = tablet.expect_request("INVITE", SECS(5));
+    assert_eq!(tinv.call_id(), inv.call_id());
+    assert_eq!(k.stat("tsilo:added_branches"), 1);
+
+    // A table without bob's contacts: the append finds no contact, and says so.
+    let out = k.kamcmd(&["ts.append", "sip:bob@127.0.0.1", "nosuchtable"]).unwrap();
+    assert_eq!(field(&out, "Branches"), 0, "{out}");
+    assert_eq!(k.stat("tsilo:append_lookup_failed"), 1);
+
+    for (args, code) in [
+        (vec!["ts.append"], "400"),
+        (vec!["ts.append", "bob"], "400"),
+        (vec!["ts.append", "sip:"], "400"),
+        (vec!["ts.append", "sip:nobody@127.0.0.1"], "404"),
+    ] {
+        let err = k.kamcmd(&args).unwrap_err();
+        assert!(err.contains(code), "{args:?}: {err}");
+    }
+    assert_eq!(alice.options().and_then(|r| r.status()), Some(200), "still answering");
+    assert!(!k.log().contains("BUG: panic"));
+}
