@@ -206,8 +206,23 @@ impl Kamailio {
     }
 }
 
+/// Kamailio's processes: the main one and its children (workers, timers, RPC).
+fn workers_of(main: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(main) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 impl Drop for Kamailio {
     fn drop(&mut self) {
+        let workers = workers_of(self.pid);
         // SAFETY: signals only the process this test started.
         unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -218,8 +233,19 @@ impl Drop for Kamailio {
             std::thread::sleep(Duration::from_millis(50));
         }
         if let Ok(None) = self.child.try_wait() {
+            eprintln!("kamailio {} did not stop within 10 s of SIGTERM: killing it", self.pid);
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        // A worker that outlived its main process would be orphaned forever: stop it too, by
+        // the pid we saw it under (and only if it still runs this instance's config).
+        for pid in workers {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(self.dir.to_str().unwrap()) {
+                eprintln!("kamailio worker {pid} outlived its main process: killing it");
+                // SAFETY: a process this test started (a child of our Kamailio, same config).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
         }
         if std::env::var_os("TSILO_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);
