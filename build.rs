@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SHIM_FILES: &[&str] = &["c_shim/log.c", "c_shim/mem.c", "c_shim/api.c"];
+const SHIM_FILES: &[&str] = &["c_shim/log.c", "c_shim/mem.c", "c_shim/api.c", "c_shim/proc.c"];
 
 fn main() {
     println!("cargo:rerun-if-env-changed=KAMAILIO_SRC");
@@ -213,11 +213,13 @@ fn generate_bindings(src: &Path, defines: &[String], out: &Path) {
         .allowlist_function("parse_uri|parse_headers|parse_contact")
         .allowlist_function("fixup_(spve|igp)_null|fixup_free_(spve|igp)_null|get_str_fparam|get_int_fparam")
         .allowlist_function("sr_kemi_modules_add|register_module_stats|destroy_modules_phase")
+        .allowlist_function("find_export|fork_process|register_procs|cfg_register_child|cfg_child_init")
+        .allowlist_type("usrloc_api_t|ucontact_t|ua_client|bind_usrloc_t")
         .allowlist_type("cell|sip_msg|tm_binds|registrar_api_t|module_exports|cmd_export_t|param_export_t")
         .allowlist_type("rpc_export_t|rpc_t|sr_kemi_t|stat_export_t|stat_var|counter_val_t|branch_t|_hdr_types_t|tmcb_params|contact_body_t|gparam_t")
-        .allowlist_var("route_type|nr_branches")
+        .allowlist_var("route_type|nr_branches|UL_CONTACT_INSERT|UL_CONTACT_UPDATE|PROC_MAIN|PROC_NOCHLDINIT")
         .allowlist_function("get_sip_branch|clear_branches")
-        .allowlist_var("TMCB_DESTROY|T_CANCELED|T_BR_UNDEFINED|REQUEST_ROUTE|FAILURE_ROUTE|PARAM_INT|STAT_.*|SR_KEMIP_.*")
+        .allowlist_var("TMCB_DESTROY|T_CANCELED|T_BR_UNDEFINED|REQUEST_ROUTE|FAILURE_ROUTE|PARAM_INT|PARAM_STRING|STAT_.*|SR_KEMIP_.*")
         .allowlist_var("L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR|L_WARN|L_NOTICE|L_INFO|L_DBG|DEFAULT_DLFLAGS");
     let bindings = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || builder.generate())).unwrap_or_else(|_| {
         fail(

@@ -24,4 +24,7 @@ int tsilo_shim_load_tm_api(struct tm_binds *tmb);
 int tsilo_shim_load_registrar_api(struct registrar_api *api);
 struct cell *tsilo_shim_t_undefined(void);
 
+/* proc.c: a process of the module's own */
+void tsilo_shim_cfg_update(void);
+
 #endif

@@ -12,4 +12,7 @@
 #include "core/dset.h"
 #include "modules/tm/tm_load.h"
 #include "modules/registrar/api.h"
+#include "modules/usrloc/usrloc.h"
+#include "core/pt.h"
+#include "core/cfg/cfg_struct.h"
 #include "shim.h"

@@ -139,3 +139,18 @@ pub fn append_branches(contact: Option<&std::ffi::CStr>) -> c_int {
     // SAFETY: runs on the transaction made current by `lookup`; `c` outlives the call.
     unsafe { api().t_append_branches.unwrap()(&mut c) }
 }
+
+impl Cell {
+    /// Whether the transaction already has a branch whose URI contains `contact` (read without
+    /// TM's reply lock: it only saves TM a pointless append).
+    pub fn has_branch_to(self, contact: &[u8]) -> bool {
+        // SAFETY: the cell is alive (referenced); `uac` has `nr_of_outgoings` entries.
+        unsafe {
+            let t = &*self.as_ptr();
+            (0..t.nr_of_outgoings.max(0) as usize).any(|i| {
+                let uri = crate::kam::str::bytes(&(*t.uac.add(i)).uri);
+                !contact.is_empty() && uri.windows(contact.len()).any(|w| w == contact)
+            })
+        }
+    }
+}

@@ -23,6 +23,8 @@ pub const NOT_FOUND: c_int = -1;
 pub const CANCELED: c_int = -2;
 pub const ANSWERED: c_int = -3;
 pub const LOOKUP_FAILED: c_int = -4;
+/// Internal: the contact to append by has a branch already (never returned to a script).
+pub const ALREADY_BRANCHED: c_int = -5;
 
 // ts_append*'s return codes.
 pub const OK: c_int = 1;
@@ -62,6 +64,12 @@ pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>)
         lm_dbg!("transaction [{}:{}] sent a final reply already ({})", id.index, id.label, cell.uas_status());
         count(|c| &c.append_answered);
         return ANSWERED;
+    }
+    if let Some(c) = contact
+        && cell.has_branch_to(c.to_bytes())
+    {
+        lm_dbg!("transaction [{}:{}] has a branch to {} already", id.index, id.label, c.to_string_lossy());
+        return ALREADY_BRANCHED;
     }
     match branches {
         Branches::Lookup { table, uri } => {

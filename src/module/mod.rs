@@ -2,6 +2,7 @@
 //! `mod_register` (KEMI), and the module's life cycle (mod_init before fork, destroy at exit).
 
 mod append;
+mod auto_append;
 mod kemi;
 mod on_destroy;
 mod rpc;
@@ -18,7 +19,7 @@ use crate::sys;
 use once_cell::sync::OnceCell;
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::{NonNull, null_mut};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering::Relaxed};
 
 // ---- the loader's version check (core/sr_module.c) ----
 
@@ -38,6 +39,8 @@ static USE_DOMAIN: AtomicI32 = AtomicI32::new(0);
 // calls for one user is a flood, not a person.
 static MAX_TRANSACTIONS: AtomicI32 = AtomicI32::new(100_000);
 static MAX_TRANSACTIONS_PER_AOR: AtomicI32 = AtomicI32::new(100);
+/// auto_append: the usrloc table whose new contacts get branches without ts_append() (off: null).
+static AUTO_APPEND: AtomicPtr<c_char> = AtomicPtr::new(null_mut());
 
 /// Whether AoRs are keyed by the whole URI (`use_domain`), or by its user part.
 pub fn use_domain() -> bool {
@@ -48,11 +51,16 @@ const fn int_param(name: &'static std::ffi::CStr, value: &'static AtomicI32) -> 
     sys::param_export_t { name: name.as_ptr() as *mut c_char, type_: sys::PARAM_INT, param_pointer: value.as_ptr() as *mut c_void }
 }
 
-static PARAMS: CTable<[sys::param_export_t; 5]> = CTable([
+static PARAMS: CTable<[sys::param_export_t; 6]> = CTable([
     int_param(c"hash_size", &HASH_SIZE),
     int_param(c"use_domain", &USE_DOMAIN),
     int_param(c"max_transactions", &MAX_TRANSACTIONS),
     int_param(c"max_transactions_per_aor", &MAX_TRANSACTIONS_PER_AOR),
+    sys::param_export_t {
+        name: c"auto_append".as_ptr() as *mut c_char,
+        type_: sys::PARAM_STRING,
+        param_pointer: AUTO_APPEND.as_ptr() as *mut c_void,
+    },
     sys::param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
 ]);
 
@@ -97,7 +105,7 @@ pub static exports: CTable<sys::module_exports> = CTable(sys::module_exports {
     pv_items: null_mut(),
     response_f: None,
     init_mod_f: Some(mod_init),
-    init_child_f: None,
+    init_child_f: Some(child_init),
     destroy_mod_f: Some(destroy),
 });
 
@@ -158,7 +166,31 @@ extern "C" fn mod_init() -> c_int {
             lm_err!("failed to register the statistics");
             return -1;
         }
+        let auto = AUTO_APPEND.load(Relaxed);
+        if !auto.is_null() {
+            // SAFETY: modparam stored a NUL-terminated string that lives for the process.
+            let table = unsafe { std::ffi::CStr::from_ptr(auto) }.to_bytes();
+            if table.is_empty() {
+                lm_err!("auto_append: empty table name");
+                return -1;
+            }
+            if let Err(e) = auto_append::init(table) {
+                lm_err!("{e}");
+                return -1;
+            }
+            lm_info!("auto_append on: new contacts in {} get branches of stored calls", String::from_utf8_lossy(table));
+        }
         lm_dbg!("table created with {size} slots");
+        0
+    })
+}
+
+extern "C" fn child_init(rank: c_int) -> c_int {
+    guard(-1, || {
+        if rank == sys::PROC_MAIN as c_int && !auto_append::start() {
+            lm_err!("cannot start the auto-append process");
+            return -1;
+        }
         0
     })
 }

@@ -11,6 +11,7 @@
 //! its address is the callback's parameter.
 
 mod lock;
+pub mod queue;
 
 pub use lock::{ShmMutex, ShmMutexGuard};
 

@@ -1,0 +1,106 @@
+//! modparam("tsilo", "auto_append", "location"): a contact that usrloc inserts or updates gets
+//! a branch of every call stored for its AoR, with no ts_append() in the script, whichever
+//! process inserted it (a SIP worker's save(), a timer, a replication worker).
+//!
+//! usrloc runs its callbacks while holding its record lock, so the callback only queues the
+//! contact (in shm); the module's own "tsilo auto-append" process takes it from the queue and
+//! calls TM and the registrar, holding no lock at all.
+
+use super::append::{Branches, append_to};
+use super::{silo, use_domain};
+use crate::kam::guard::guard;
+use crate::kam::shm::KamShm;
+use crate::kam::str::show;
+use crate::kam::{process, usrloc};
+use crate::silo::queue::{PushError, ShmQueue};
+use crate::sys;
+use once_cell::sync::OnceCell;
+use std::ffi::{CString, c_int, c_void};
+use std::ptr::NonNull;
+
+/// Contacts waiting for the auto-append process; beyond this, new ones are dropped (logged).
+const QUEUE_CAPACITY: u32 = 10_000;
+
+struct Shared {
+    queue: NonNull<ShmQueue<KamShm>>,
+    table: CString,
+}
+// SAFETY: the queue lives in shm and locks itself; the table name is read-only after mod_init.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+static SHARED: OnceCell<Shared> = OnceCell::new();
+
+/// mod_init: bind usrloc's callbacks, create the queue, reserve the process.
+pub fn init(table: &[u8]) -> Result<(), String> {
+    let table = CString::new(table).map_err(|_| "auto_append: bad table name".to_string())?;
+    let queue = ShmQueue::create(KamShm, QUEUE_CAPACITY).ok_or("auto_append: out of shared memory")?;
+    usrloc::on_contact_insert_or_update(on_contact)?;
+    if !process::reserve_one() {
+        return Err("auto_append: cannot reserve a process".into());
+    }
+    SHARED.set(Shared { queue, table }).map_err(|_| "auto_append: initialised twice".to_string())
+}
+
+/// child_init of the main process: start the auto-append process.
+pub fn start() -> bool {
+    SHARED.get().is_none() || process::spawn(c"tsilo auto-append", run)
+}
+
+/// The silo key of a usrloc AoR, as ts_store() makes it from an R-URI.
+fn key_of(aor: &[u8]) -> Vec<u8> {
+    if use_domain() {
+        [b"sip:".as_slice(), aor].concat()
+    } else {
+        aor.split(|&b| b == b'@').next().unwrap_or(aor).to_vec()
+    }
+}
+
+/// usrloc's callback, in whichever process changed the contact, under usrloc's record lock:
+/// queue only, and only for AoRs with stored calls.
+unsafe extern "C" fn on_contact(c: *mut sys::ucontact, _kind: c_int, _param: *mut c_void) {
+    guard((), || {
+        let (Some(shared), Some(silo)) = (SHARED.get(), silo()) else { return };
+        // SAFETY: usrloc passes the contact it is inserting or updating.
+        let Some(ev) = (unsafe { usrloc::event(c) }) else { return };
+        let key = key_of(ev.aor);
+        let mut ids = Vec::new();
+        if !silo.transactions_of(&key, &mut ids) {
+            return;
+        }
+        // SAFETY: created in mod_init, never freed while Kamailio runs.
+        match unsafe { shared.queue.as_ref() }.push(&key, ev.uri) {
+            Ok(()) => lm_dbg!("queued contact {} of {} for auto-append", show(ev.uri), show(ev.aor)),
+            Err(PushError::Full) => lm_warn!("auto-append queue full: contact {} of {} gets no branch", show(ev.uri), show(ev.aor)),
+            Err(PushError::NoMemory) => lm_err!("out of shared memory queueing contact {}", show(ev.uri)),
+        }
+    })
+}
+
+/// The auto-append process: appends each queued contact to its AoR's stored calls.
+fn run() -> ! {
+    let shared = SHARED.get().expect("auto_append initialised in mod_init");
+    // SAFETY: created in mod_init, never freed while Kamailio runs.
+    let queue = unsafe { shared.queue.as_ref() };
+    loop {
+        process::cfg_update();
+        let seen = queue.seq();
+        while let Some((key, contact)) = queue.pop() {
+            guard((), || append_contact(&shared.table, &key, &contact));
+        }
+        queue.wait(seen, 1000);
+    }
+}
+
+fn append_contact(table: &CString, key: &[u8], contact: &[u8]) {
+    let Some(silo) = silo() else { return };
+    let Ok(filter) = CString::new(contact) else { return };
+    let mut ids = Vec::new();
+    silo.transactions_of(key, &mut ids);
+    for id in ids {
+        // The transaction's own R-URI is the lookup key; only this contact gets a branch, and
+        // not if it has one already (a re-REGISTER while ringing).
+        let rc = append_to(id, &Branches::Lookup { table, uri: None }, Some(&filter));
+        lm_dbg!("auto-append of {} to {}:{} -> {rc}", show(contact), id.index, id.label);
+    }
+}
