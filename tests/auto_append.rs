@@ -90,3 +90,21 @@ fn many_concurrent_calls_and_registrations_no_deadlock() {
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
 }
+
+#[test]
+fn a_contact_added_by_a_process_without_a_script_gets_its_branch() {
+    // ul.add runs in the RPC process: no routing script, no REGISTER. The callback fires there.
+    let k = start();
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let desk = Ua::new("bob", k.port);
+    phone.register(QUIET);
+    let _call = alice.invite("bob");
+    let inv = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&inv, 180, "Ringing");
+    let contact = desk.contact_uri();
+    k.kamcmd(&["ul.add", "location", "bob", &contact, "3600", "1.0", "s:0", "0", "0", "0"]).unwrap();
+    let dinv = desk.expect_request("INVITE", SECS(5));
+    assert_eq!(dinv.call_id(), inv.call_id());
+    assert_eq!(k.stat("tsilo:added_branches"), 1);
+}

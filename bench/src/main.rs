@@ -43,10 +43,15 @@ impl Module {
 }
 
 fn start(module: Module, children: u32, fr_inv_ms: u32, shm_mb: u32) -> Kamailio {
-    let cfg = CFG
-        .replace("{TSILO_SO}", module.path().to_str().unwrap())
-        .replace("{CHILDREN}", &children.to_string())
-        .replace("{FR_INV}", &fr_inv_ms.to_string());
+    start_with(module, children, fr_inv_ms, shm_mb, "")
+}
+
+fn start_with(module: Module, children: u32, fr_inv_ms: u32, shm_mb: u32, defines: &str) -> Kamailio {
+    let cfg = defines.to_string()
+        + &CFG
+            .replace("{TSILO_SO}", module.path().to_str().unwrap())
+            .replace("{CHILDREN}", &children.to_string())
+            .replace("{FR_INV}", &fr_inv_ms.to_string());
     Kamailio::start_sized(&cfg, shm_mb)
 }
 
@@ -223,6 +228,33 @@ fn scaling(module: Module, plan: &Plan, run: u32) -> Result<Vec<(usize, f64, f64
     Ok(out)
 }
 
+/// Ours only (C has no auto_append): REGISTER -> appended INVITE with ts_append() in the script
+/// and with auto_append (usrloc callback, queue, the module's process), in interleaved rounds.
+/// Returns (p50, p99) in ms for [script, auto], medians over rounds.
+fn auto_append_latency(plan: &Plan) -> Result<[(f64, f64); 2], String> {
+    let mut samples: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..plan.rounds {
+        for (i, defines) in ["", "#!define AUTO_APPEND\n"].iter().enumerate() {
+            let k = start_with(Module::Ours, 4, 30_000, 256, defines);
+            let mut e = Engine::new(k.port, plan.users, 400 + (round * 2 + i) as u32);
+            e.register_all_d1(2000.0)?;
+            e.run_load(plan.rate, plan.warmup, true, late_fork);
+            e.latencies.clear();
+            let r = e.run_load(plan.rate, plan.calls / 2, true, late_fork);
+            if r.failed > 0 {
+                return Err(format!("auto_append latency ({}): {} calls failed {:?}", if i == 0 { "script" } else { "auto" }, r.failed, r.failures));
+            }
+            samples[i].push((percentile_ms(&e.latencies, 50.0), percentile_ms(&e.latencies, 99.0)));
+        }
+    }
+    let med = |v: &Vec<(f64, f64)>, f: fn(&(f64, f64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        x[x.len() / 2]
+    };
+    Ok([(med(&samples[0], |x| x.0), med(&samples[0], |x| x.1)), (med(&samples[1], |x| x.0), med(&samples[1], |x| x.1))])
+}
+
 /// REGISTER -> last appended INVITE when the registering user has 1 or 50 ringing calls:
 /// the cost of appending to each stored transaction. Returns (n, ms total, ms per transaction).
 fn fanout(module: Module, plan: &Plan, run: u32) -> Result<Vec<(usize, f64, f64)>, String> {
@@ -277,10 +309,12 @@ fn bench(smoke: bool, out: Option<PathBuf>, readme: Option<PathBuf>) -> Result<(
         scale.push((module, scaling(module, &plan, 100 + module as u32)?));
         fan.push((module, fanout(module, &plan, 200 + module as u32)?));
     }
+    eprintln!("auto_append vs script ts_append (ours) ...");
+    let auto = auto_append_latency(&plan)?;
     eprintln!("silo microbenchmark ...");
     let micro = silo_micro::run(smoke);
 
-    let report = Report { smoke, rounds, scale, fan, micro, elapsed: started.elapsed(), plan_rate: plan.rate, plan_calls: plan.calls, users: plan.users };
+    let report = Report { smoke, rounds, scale, fan, micro, auto, elapsed: started.elapsed(), plan_rate: plan.rate, plan_calls: plan.calls, users: plan.users };
     println!("{}", report.table());
     if let Some(path) = out {
         std::fs::write(&path, report.json()).map_err(|e| e.to_string())?;

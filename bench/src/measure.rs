@@ -102,6 +102,8 @@ pub struct Report {
     pub scale: Vec<(Module, Vec<(usize, f64, f64)>)>,
     pub fan: Vec<(Module, Vec<(usize, f64, f64)>)>,
     pub micro: Vec<MicroResult>,
+    /// Ours: (p50, p99) ms of REGISTER -> appended INVITE, [script ts_append, auto_append].
+    pub auto: [(f64, f64); 2],
     pub elapsed: Duration,
     pub plan_rate: f64,
     pub plan_calls: usize,
@@ -181,6 +183,11 @@ impl Report {
             let (c, r) = (get(Module::C), get(Module::Ours));
             let _ = writeln!(s, "| {} | {:.3} | {:.3} | {:.4} | {:.4} |", c.0, c.1, r.1, c.2, r.2);
         }
+        let _ = writeln!(s, "\nOurs, REGISTER -> appended INVITE: `ts_append()` in the script vs `auto_append` (no script call):\n");
+        let _ = writeln!(s, "| | script ts_append | auto_append | difference |\n|---|---:|---:|---:|");
+        let [(sp50, sp99), (ap50, ap99)] = self.auto;
+        let _ = writeln!(s, "| p50 (ms) | {sp50:.3} | {ap50:.3} | {:+.3} |", ap50 - sp50);
+        let _ = writeln!(s, "| p99 (ms) | {sp99:.3} | {ap99:.3} | {:+.3} |", ap99 - sp99);
         let _ = writeln!(s, "\nSilo core alone (ns per operation, heap memory, 2048 slots unless `@sized`):\n");
         s += &silo_micro::to_table(&self.micro);
         s
@@ -225,7 +232,7 @@ impl Report {
             self.micro.iter().map(|r| format!("{{\"op\":\"{}\",\"entries\":{},\"ns_per_op\":{:.1}}}", r.op, r.entries, r.ns_per_op)).collect();
         format!(
             "{{\"date\":\"{}\",\"machine\":\"{}\",\"smoke\":{},\"elapsed_s\":{:.1},\"rounds\":[{}],\"ratios_ours_over_c\":{{{}}},\
-             \"scaling\":{{{}}},\"fanout\":{{{}}},\"silo_micro\":[{}]}}\n",
+             \"scaling\":{{{}}},\"fanout\":{{{}}},\"auto_append_ms\":{{\"script_p50\":{:.4},\"script_p99\":{:.4},\"auto_p50\":{:.4},\"auto_p99\":{:.4}}},\"silo_micro\":[{}]}}\n",
             Self::date(),
             Self::machine().replace('"', "'"),
             self.smoke,
@@ -234,6 +241,10 @@ impl Report {
             ratios.join(","),
             series(&self.scale, "cpu_ms_per_call", "p50_ms"),
             series(&self.fan, "total_ms", "per_tx_ms"),
+            self.auto[0].0,
+            self.auto[0].1,
+            self.auto[1].0,
+            self.auto[1].1,
             micro.join(",")
         )
     }
