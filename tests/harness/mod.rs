@@ -268,6 +268,8 @@ pub struct SipMsg {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub raw: String,
+    /// The UDP port it came from (0 if unknown): replies go back there.
+    pub from_port: u16,
 }
 
 impl SipMsg {
@@ -276,7 +278,7 @@ impl SipMsg {
         let mut lines = head.split("\r\n");
         let first_line = lines.next()?.to_string();
         let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-        Some(SipMsg { first_line, headers, body: body.to_string(), raw: raw.to_string() })
+        Some(SipMsg { first_line, headers, body: body.to_string(), raw: raw.to_string(), from_port: 0 })
     }
     pub fn method(&self) -> Option<&str> {
         (!self.first_line.starts_with("SIP/2.0")).then(|| self.first_line.split(' ').next().unwrap())
@@ -382,7 +384,7 @@ impl Ua {
         self.sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).unwrap();
         let mut buf = [0u8; 65535];
         match self.sock.recv_from(&mut buf) {
-            Ok((n, _)) => SipMsg::parse(&String::from_utf8_lossy(&buf[..n])),
+            Ok((n, from)) => SipMsg::parse(&String::from_utf8_lossy(&buf[..n])).map(|m| SipMsg { from_port: from.port(), ..m }),
             Err(_) => None,
         }
     }
@@ -553,7 +555,9 @@ impl Ua {
             }
         }
         text += &format!("Contact: <{}>\r\nContent-Length: 0\r\n\r\n", self.contact_uri());
-        self.send(&text);
+        // Back to where the request came from (a proxy other than ours, in a cluster).
+        let to = if req.from_port != 0 { req.from_port } else { self.proxy };
+        self.sock.send_to(text.as_bytes(), SocketAddr::from(([127, 0, 0, 1], to))).unwrap();
     }
 
     /// A device's side of a CANCEL: 200 to the CANCEL, 487 to the INVITE.

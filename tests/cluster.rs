@@ -1,0 +1,94 @@
+//! Cluster-wide late forking over DMQ: two Kamailio nodes (examples/cluster/node.cfg) replicate
+//! registrations with dmq_usrloc; an INVITE waiting on node A rings a device that registered on
+//! node B, from A.
+
+mod harness;
+use harness::*;
+use std::time::Instant;
+
+/// A node on loopback; its DMQ peer is `peer` (its own port for the first node).
+fn node(peer: Option<u16>) -> Kamailio {
+    let peer = peer.map_or("{PORT}".to_string(), |p| p.to_string());
+    let defines = format!(
+        "#!define LISTEN udp:127.0.0.1:{{PORT}}\n#!define DMQ_SELF \"sip:127.0.0.1:{{PORT}}\"\n\
+         #!define DMQ_PEER \"sip:127.0.0.1:{peer}\"\n#!define CTL_SOCK \"unix:{{CTL}}\"\n"
+    );
+    let cfg = std::fs::read_to_string(manifest_path("examples/cluster/node.cfg")).unwrap();
+    Kamailio::start(&(defines + &cfg))
+}
+
+/// Two nodes that know each other.
+fn cluster() -> (Kamailio, Kamailio) {
+    let a = node(None);
+    let b = node(Some(a.port));
+    let deadline = Instant::now() + SECS(15);
+    loop {
+        let la = a.kamcmd(&["dmq.list_nodes"]).unwrap_or_default();
+        let lb = b.kamcmd(&["dmq.list_nodes"]).unwrap_or_default();
+        if la.contains(&b.port.to_string()) && lb.contains(&a.port.to_string()) {
+            return (a, b);
+        }
+        assert!(Instant::now() < deadline, "nodes did not find each other:\nA: {la}\nB: {lb}");
+        std::thread::sleep(MS(100));
+    }
+}
+
+fn via_port(m: &SipMsg) -> u16 {
+    let via = m.header("Via").unwrap();
+    via.split_whitespace().nth(1).and_then(|h| h.split(';').next()).and_then(|h| h.rsplit(':').next()).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_device_registering_on_b_gets_the_invite_waiting_on_a() {
+    let (a, b) = cluster();
+    let alice = Ua::new("alice", a.port);
+    let phone = Ua::new("bob", a.port);
+    let tablet = Ua::new("bob", b.port);
+    phone.register("");
+    let call = alice.invite("bob");
+    let phone_inv = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&phone_inv, 180, "Ringing");
+
+    // The push woke the tablet; its REGISTER lands on node B.
+    tablet.register("");
+    let tablet_inv = tablet.expect_request("INVITE", SECS(5));
+    assert_eq!(tablet_inv.call_id(), phone_inv.call_id());
+    assert_eq!(via_port(&tablet_inv), a.port, "the branch leaves from node A");
+    assert_eq!(tablet_inv.from_port, a.port);
+    tablet.reply(&tablet_inv, 200, "OK");
+    phone.answer_cancel(&phone_inv, SECS(5));
+    let ok = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+    alice.hangup_via(&call, &ok, &tablet);
+    assert_eq!(a.stat("tsilo:added_branches"), 1);
+    assert_eq!(b.stat("tsilo:added_branches"), 0, "B stores no call, appends nothing");
+    assert!(a.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+    assert!(a.module_errors().is_empty() && b.module_errors().is_empty());
+}
+
+#[test]
+fn node_b_stopping_does_not_disturb_node_a() {
+    let (a, b) = cluster();
+    let baseline = a.shm_used();
+    drop(b); // stopped mid-test
+    let alice = Ua::new("alice", a.port);
+    let phone = Ua::new("dave", a.port);
+    let tablet = Ua::new("dave", a.port);
+    phone.register("");
+    for _ in 0..3 {
+        tablet.unregister();
+        let call = alice.invite("dave");
+        let inv = phone.expect_request("INVITE", SECS(5));
+        phone.reply(&inv, 180, "Ringing");
+        tablet.register("");
+        let tinv = tablet.expect_request("INVITE", SECS(5));
+        tablet.reply(&tinv, 200, "OK");
+        phone.answer_cancel(&inv, SECS(5));
+        let ok = alice.final_reply("INVITE", SECS(5));
+        assert_eq!(ok.status(), Some(200));
+        alice.hangup_via(&call, &ok, &tablet);
+    }
+    assert!(a.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+    assert!(a.kamcmd(&["core.version"]).is_ok());
+    let _ = baseline;
+}
