@@ -17,6 +17,7 @@ pub unsafe fn string<'a>(msg: *mut sys::sip_msg, param: *mut c_char) -> Option<&
     // SAFETY: the caller's contract; the value points into the message or a PV buffer valid for
     // the rest of this call. (fixup_get_svalue is a macro over get_str_fparam.)
     match unsafe { sys::get_str_fparam(&mut value, msg, param as *mut sys::fparam_t) } {
+        // SAFETY: on success `value` describes the evaluated string (see above).
         0 => Some(unsafe { bytes(&value) }),
         _ => None,
     }

@@ -27,6 +27,7 @@ pub unsafe extern "C" fn ts_on_destroy(_t: *mut sys::cell, kind: c_int, params: 
         // SAFETY: the handle was stored by ts_store and TM runs TMCB_DESTROY once per transaction.
         let id = unsafe { handle.as_ref() }.id;
         lm_dbg!("transaction {}:{} destroyed, removing it", id.index, id.label);
+        // SAFETY: as above: stored once, removed here once.
         unsafe { silo.remove(handle) };
     })
 }
