@@ -47,7 +47,9 @@ fn start(module: Module, children: u32, fr_inv_ms: u32, shm_mb: u32) -> Kamailio
 }
 
 fn start_with(module: Module, children: u32, fr_inv_ms: u32, shm_mb: u32, defines: &str) -> Kamailio {
+    let ours = if module == Module::Ours { "#!define OURS\n" } else { "" };
     let cfg = defines.to_string()
+        + ours
         + &CFG
             .replace("{TSILO_SO}", module.path().to_str().unwrap())
             .replace("{CHILDREN}", &children.to_string())

@@ -35,9 +35,9 @@ pub static module_interface_ver: u32 = sys::version::INTERFACE_VER;
 static HASH_SIZE: AtomicI32 = AtomicI32::new(2048);
 static USE_DOMAIN: AtomicI32 = AtomicI32::new(0);
 // Bounds (README, section 3): beyond them ts_store returns -3. A pending INVITE costs TM 5 to
-// 13 KB of shm, so 100k transactions is more than a sane shm size holds anyway; 100 ringing
-// calls for one user is a flood, not a person.
-static MAX_TRANSACTIONS: AtomicI32 = AtomicI32::new(100_000);
+// 13 KB of shm, so a million is beyond any shm size in use (the global bound is a backstop);
+// 100 ringing calls for one user is a flood, not a person (the bound that bites).
+static MAX_TRANSACTIONS: AtomicI32 = AtomicI32::new(1_000_000);
 static MAX_TRANSACTIONS_PER_AOR: AtomicI32 = AtomicI32::new(100);
 /// auto_append: the usrloc table whose new contacts get branches without ts_append() (off: null).
 static AUTO_APPEND: AtomicPtr<c_char> = AtomicPtr::new(null_mut());
