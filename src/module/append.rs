@@ -13,10 +13,9 @@ use crate::kam::dset::DsetSnapshot;
 use crate::kam::str::show;
 use crate::kam::{registrar, tm};
 use crate::silo::{Counters, TransactionId};
-use std::sync::atomic::AtomicU64;
 use crate::sys;
 use std::ffi::{CStr, CString, c_int};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 // ts_append_to's return codes, as in the C module.
 pub const NOT_FOUND: c_int = -1;
