@@ -411,6 +411,17 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench(smoke, value("--out").map(PathBuf::from), value("--readme").map(PathBuf::from)),
         Some("soak") => soak(smoke, value("--calls").and_then(|v| v.parse().ok())),
+        // Diagnostics: the fan-out measurement alone, C and ours interleaved.
+        Some("fanout") => (|| -> Result<(), String> {
+            let plan = Plan::new(smoke);
+            for round in 0..3u32 {
+                for module in [Module::C, Module::Ours] {
+                    let r = fanout(module, &plan, 500 + round * 2 + module as u32)?;
+                    println!("round {round} {}: {r:?}", module.name());
+                }
+            }
+            Ok(())
+        })(),
         // Diagnostics: only the scaling phase, for one module.
         Some("scaling") => {
             let module = if args.iter().any(|a| a == "--c") { Module::C } else { Module::Ours };
