@@ -471,7 +471,11 @@ impl Engine {
                 };
                 let aor = c.aor;
                 self.finish(call, outcome);
-                self.unregister_d2(aor);
+                // The device goes back to sleep once no call to its user is left (a Pair's
+                // second call may still be waiting for its branch).
+                if self.active_per_aor[aor] == 0 {
+                    self.unregister_d2(aor);
+                }
             }
             _ => {}
         }
