@@ -10,52 +10,38 @@ fn read(counter: impl Fn(&crate::silo::Counters) -> &AtomicU64) -> sys::counter_
     silo().map_or(0, |s| counter(&s.counters).load(Relaxed) as sys::counter_val_t)
 }
 
-// Kamailio calls these with no argument; each must not unwind (a plain atomic load cannot panic).
-extern "C" fn stored_ruris() -> sys::counter_val_t {
-    read(|c| &c.stored_ruris)
-}
-extern "C" fn stored_transactions() -> sys::counter_val_t {
-    read(|c| &c.stored_transactions)
-}
-extern "C" fn total_ruris() -> sys::counter_val_t {
-    read(|c| &c.total_ruris)
-}
-extern "C" fn total_transactions() -> sys::counter_val_t {
-    read(|c| &c.total_transactions)
-}
-extern "C" fn added_branches() -> sys::counter_val_t {
-    read(|c| &c.added_branches)
+/// One `extern "C" fn() -> counter_val_t` per counter (Kamailio calls them with no argument; an
+/// atomic load cannot panic), and the table of names and functions.
+macro_rules! stats {
+    ($($name:ident),* $(,)?) => {
+        $(extern "C" fn $name() -> sys::counter_val_t {
+            read(|c| &c.$name)
+        })*
+        /// The C module's five first, then ours.
+        pub const STATS: [(&CStr, extern "C" fn() -> sys::counter_val_t); [$(stringify!($name)),*].len()] =
+            [$((c_str(concat!(stringify!($name), "\0")), $name)),*];
+    };
 }
 
-extern "C" fn store_rejected() -> sys::counter_val_t {
-    read(|c| &c.store_rejected)
-}
-extern "C" fn append_not_found() -> sys::counter_val_t {
-    read(|c| &c.append_not_found)
-}
-extern "C" fn append_canceled() -> sys::counter_val_t {
-    read(|c| &c.append_canceled)
-}
-extern "C" fn append_answered() -> sys::counter_val_t {
-    read(|c| &c.append_answered)
-}
-extern "C" fn append_lookup_failed() -> sys::counter_val_t {
-    read(|c| &c.append_lookup_failed)
+const fn c_str(s: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(s.as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("statistic name"),
+    }
 }
 
-/// The C module's five, then ours.
-pub const STATS: [(&CStr, extern "C" fn() -> sys::counter_val_t); 10] = [
-    (c"stored_ruris", stored_ruris),
-    (c"stored_transactions", stored_transactions),
-    (c"total_ruris", total_ruris),
-    (c"total_transactions", total_transactions),
-    (c"added_branches", added_branches),
-    (c"store_rejected", store_rejected),
-    (c"append_not_found", append_not_found),
-    (c"append_canceled", append_canceled),
-    (c"append_answered", append_answered),
-    (c"append_lookup_failed", append_lookup_failed),
-];
+stats!(
+    stored_ruris,
+    stored_transactions,
+    total_ruris,
+    total_transactions,
+    added_branches,
+    store_rejected,
+    append_not_found,
+    append_canceled,
+    append_answered,
+    append_lookup_failed,
+);
 
 /// Registers the statistics (mod_init, before fork). Kamailio keeps the table's pointers.
 pub fn register() -> bool {

@@ -145,25 +145,12 @@ impl<A: ShmAlloc> ShmQueue<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
-
-    #[derive(Clone, Copy)]
-    struct Heap(&'static AtomicI64);
-    impl ShmAlloc for Heap {
-        fn alloc(&self, size: usize) -> *mut u8 {
-            self.0.fetch_add(1, SeqCst);
-            unsafe { libc::malloc(size) as *mut u8 }
-        }
-        unsafe fn free(&self, p: *mut u8) {
-            self.0.fetch_sub(1, SeqCst);
-            unsafe { libc::free(p as *mut libc::c_void) }
-        }
-    }
+    use super::super::tests::CountingHeap as Heap;
 
     #[test]
     fn fifo_bounded_and_nothing_leaks() {
-        let live: &'static AtomicI64 = Box::leak(Box::new(AtomicI64::new(0)));
-        let q = ShmQueue::create(Heap(live), 2).unwrap();
+        let heap = Heap::new();
+        let q = ShmQueue::create(heap, 2).unwrap();
         let q = unsafe { q.as_ref() };
         assert_eq!(q.pop(), None);
         q.push(b"bob", b"sip:bob@1.2.3.4").unwrap();
@@ -172,13 +159,12 @@ mod tests {
         assert_eq!(q.pop(), Some((b"bob".to_vec(), b"sip:bob@1.2.3.4".to_vec())));
         assert_eq!(q.pop(), Some((Vec::new(), b"x".to_vec())));
         assert_eq!(q.pop(), None);
-        assert_eq!(live.load(SeqCst), 1, "only the queue itself");
+        assert_eq!(heap.live(), 1, "only the queue itself");
     }
 
     #[test]
     fn a_push_wakes_a_waiter_in_another_thread() {
-        let live: &'static AtomicI64 = Box::leak(Box::new(AtomicI64::new(0)));
-        let q = ShmQueue::create(Heap(live), 16).unwrap();
+        let q = ShmQueue::create(Heap::new(), 16).unwrap();
         let addr = q.as_ptr() as usize;
         let seen = unsafe { q.as_ref() }.seq();
         let t = std::thread::spawn(move || {

@@ -3,13 +3,13 @@ use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering::SeqCst};
 
 /// The process heap, counting live blocks so tests can prove nothing leaks.
 #[derive(Clone, Copy)]
-struct CountingHeap(&'static AtomicI64);
+pub(crate) struct CountingHeap(&'static AtomicI64);
 
 impl CountingHeap {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         CountingHeap(Box::leak(Box::new(AtomicI64::new(0))))
     }
-    fn live(&self) -> i64 {
+    pub(crate) fn live(&self) -> i64 {
         self.0.load(SeqCst)
     }
 }
