@@ -67,6 +67,26 @@ fn a_device_registering_on_b_gets_the_invite_waiting_on_a() {
 }
 
 #[test]
+fn a_suspended_call_on_a_is_resumed_when_a_device_registers_on_b() {
+    let (a, b) = cluster();
+    let alice = Ua::new("alice", a.port);
+    let carol = Ua::new("carol", b.port);
+    let call = alice.invite("carol");
+    assert!(a.wait_stat("tsilo:stored_transactions", 1, SECS(5)), "stored and suspended on A");
+    carol.register("");
+    let inv = carol.expect_request("INVITE", SECS(5));
+    assert_eq!(inv.from_port, a.port, "relayed by A");
+    carol.reply(&inv, 180, "Ringing");
+    carol.reply(&inv, 200, "OK");
+    let ok = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+    alice.hangup_via(&call, &ok, &carol);
+    assert!(a.wait_log("resumed it (resume_route)", SECS(2)));
+    assert!(a.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+    drop(b);
+}
+
+#[test]
 fn node_b_stopping_does_not_disturb_node_a() {
     let (a, b) = cluster();
     let baseline = a.shm_used();
@@ -91,4 +111,31 @@ fn node_b_stopping_does_not_disturb_node_a() {
     assert!(a.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
     assert!(a.kamcmd(&["core.version"]).is_ok());
     let _ = baseline;
+}
+
+#[test]
+fn three_nodes_a_device_registering_on_c_rings_the_call_on_a() {
+    let (a, b) = cluster();
+    let c = node(Some(a.port));
+    let deadline = Instant::now() + SECS(15);
+    while !a.kamcmd(&["dmq.list_nodes"]).unwrap_or_default().contains(&c.port.to_string()) {
+        assert!(Instant::now() < deadline, "node C did not join");
+        std::thread::sleep(MS(100));
+    }
+    let alice = Ua::new("alice", a.port);
+    let phone = Ua::new("erin", b.port);
+    let laptop = Ua::new("erin", c.port);
+    phone.register("");
+    // The phone registered on B: A relays the call to it; then the laptop registers on C.
+    let call = alice.invite("erin");
+    let inv = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&inv, 180, "Ringing");
+    laptop.register("");
+    let linv = laptop.expect_request("INVITE", SECS(5));
+    assert_eq!(linv.from_port, a.port);
+    laptop.reply(&linv, 200, "OK");
+    phone.answer_cancel(&inv, SECS(5));
+    let ok = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(ok.status(), Some(200));
+    alice.hangup_via(&call, &ok, &laptop);
 }

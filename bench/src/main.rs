@@ -257,6 +257,37 @@ fn auto_append_latency(plan: &Plan) -> Result<[(f64, f64); 2], String> {
     Ok([(med(&samples[0], |x| x.0), med(&samples[0], |x| x.1)), (med(&samples[1], |x| x.0), med(&samples[1], |x| x.1))])
 }
 
+/// Two nodes of examples/cluster/node.cfg: calls arrive at A, the late device registers at B;
+/// REGISTER sent to B -> INVITE received from A, (p50, p99) ms.
+fn cluster_latency(plan: &Plan) -> Result<(f64, f64), String> {
+    let cfg = std::fs::read_to_string(harness::manifest_path("../examples/cluster/node.cfg")).map_err(|e| e.to_string())?;
+    let node = |peer: &str| {
+        Kamailio::start(&format!(
+            "#!define LISTEN udp:127.0.0.1:{{PORT}}\n#!define DMQ_SELF \"sip:127.0.0.1:{{PORT}}\"\n\
+             #!define DMQ_PEER \"sip:127.0.0.1:{peer}\"\n#!define CTL_SOCK \"unix:{{CTL}}\"\n{cfg}"
+        ))
+    };
+    let a = node("{PORT}");
+    let b = node(&a.port.to_string());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !a.kamcmd(&["dmq.list_nodes"]).unwrap_or_default().contains(&b.port.to_string()) {
+        if Instant::now() > deadline {
+            return Err("cluster nodes did not find each other".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut e = Engine::new(a.port, plan.users.min(200), 600);
+    e.d2_registrar = std::net::SocketAddr::from(([127, 0, 0, 1], b.port));
+    e.register_all_d1(1000.0)?;
+    e.run_load(50.0, plan.warmup.min(50), true, late_fork);
+    e.latencies.clear();
+    let r = e.run_load(50.0, (plan.calls / 10).max(50), true, late_fork);
+    if r.failed > 0 {
+        return Err(format!("cluster: {} calls failed {:?}", r.failed, r.failures));
+    }
+    Ok((percentile_ms(&e.latencies, 50.0), percentile_ms(&e.latencies, 99.0)))
+}
+
 /// REGISTER -> last appended INVITE when the registering user has 1 or 50 ringing calls:
 /// the cost of appending to each stored transaction. Returns (n, ms total, ms per transaction).
 fn fanout(module: Module, plan: &Plan, run: u32) -> Result<Vec<(usize, f64, f64)>, String> {
@@ -313,10 +344,12 @@ fn bench(smoke: bool, out: Option<PathBuf>, readme: Option<PathBuf>) -> Result<(
     }
     eprintln!("auto_append vs script ts_append (ours) ...");
     let auto = auto_append_latency(&plan)?;
+    eprintln!("cluster: REGISTER on node B -> INVITE from node A (ours, auto_append over DMQ) ...");
+    let cluster = cluster_latency(&plan)?;
     eprintln!("silo microbenchmark ...");
     let micro = silo_micro::run(smoke);
 
-    let report = Report { smoke, rounds, scale, fan, micro, auto, elapsed: started.elapsed(), plan_rate: plan.rate, plan_calls: plan.calls, users: plan.users };
+    let report = Report { smoke, rounds, scale, fan, micro, auto, cluster, elapsed: started.elapsed(), plan_rate: plan.rate, plan_calls: plan.calls, users: plan.users };
     println!("{}", report.table());
     if let Some(path) = out {
         std::fs::write(&path, report.json()).map_err(|e| e.to_string())?;
@@ -422,6 +455,8 @@ fn main() {
             }
             Ok(())
         })(),
+        // Only the cluster latency (two nodes over DMQ).
+        Some("cluster") => cluster_latency(&Plan::new(smoke)).map(|(p50, p99)| println!("REGISTER at B -> INVITE from A: p50 {p50:.3} ms, p99 {p99:.3} ms")),
         // Diagnostics: only the scaling phase, for one module.
         Some("scaling") => {
             let module = if args.iter().any(|a| a == "--c") { Module::C } else { Module::Ours };

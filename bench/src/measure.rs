@@ -104,6 +104,8 @@ pub struct Report {
     pub micro: Vec<MicroResult>,
     /// Ours: (p50, p99) ms of REGISTER -> appended INVITE, [script ts_append, auto_append].
     pub auto: [(f64, f64); 2],
+    /// Ours, two nodes over DMQ: (p50, p99) ms of REGISTER at B -> INVITE from A.
+    pub cluster: (f64, f64),
     pub elapsed: Duration,
     pub plan_rate: f64,
     pub plan_calls: usize,
@@ -188,6 +190,11 @@ impl Report {
         let [(sp50, sp99), (ap50, ap99)] = self.auto;
         let _ = writeln!(s, "| p50 (ms) | {sp50:.3} | {ap50:.3} | {:+.3} |", ap50 - sp50);
         let _ = writeln!(s, "| p99 (ms) | {sp99:.3} | {ap99:.3} | {:+.3} |", ap99 - sp99);
+        let _ = writeln!(
+            s,
+            "\nOurs, two nodes over DMQ (examples/cluster): REGISTER sent to node B -> INVITE from node A: p50 {:.3} ms, p99 {:.3} ms.",
+            self.cluster.0, self.cluster.1
+        );
         let _ = writeln!(s, "\nSilo core alone (ns per operation, heap memory, 2048 slots unless `@sized`):\n");
         s += &silo_micro::to_table(&self.micro);
         s
@@ -232,7 +239,7 @@ impl Report {
             self.micro.iter().map(|r| format!("{{\"op\":\"{}\",\"entries\":{},\"ns_per_op\":{:.1}}}", r.op, r.entries, r.ns_per_op)).collect();
         format!(
             "{{\"date\":\"{}\",\"machine\":\"{}\",\"smoke\":{},\"elapsed_s\":{:.1},\"rounds\":[{}],\"ratios_ours_over_c\":{{{}}},\
-             \"scaling\":{{{}}},\"fanout\":{{{}}},\"auto_append_ms\":{{\"script_p50\":{:.4},\"script_p99\":{:.4},\"auto_p50\":{:.4},\"auto_p99\":{:.4}}},\"silo_micro\":[{}]}}\n",
+             \"scaling\":{{{}}},\"fanout\":{{{}}},\"auto_append_ms\":{{\"script_p50\":{:.4},\"script_p99\":{:.4},\"auto_p50\":{:.4},\"auto_p99\":{:.4}}},\"cluster_register_b_to_invite_a_ms\":{{\"p50\":{:.4},\"p99\":{:.4}}},\"silo_micro\":[{}]}}\n",
             Self::date(),
             Self::machine().replace('"', "'"),
             self.smoke,
@@ -245,6 +252,8 @@ impl Report {
             self.auto[0].1,
             self.auto[1].0,
             self.auto[1].1,
+            self.cluster.0,
+            self.cluster.1,
             micro.join(",")
         )
     }

@@ -51,6 +51,8 @@ struct CallState {
 
 pub struct Engine {
     proxy: SocketAddr,
+    /// Where d2 (the late device) registers: another node of a cluster, or the same proxy.
+    pub d2_registrar: SocketAddr,
     caller: UdpSocket,
     d1: UdpSocket,
     d2: UdpSocket,
@@ -124,6 +126,7 @@ impl Engine {
     pub fn new(proxy_port: u16, users: usize, run: u32) -> Engine {
         Engine {
             proxy: SocketAddr::from(([127, 0, 0, 1], proxy_port)),
+            d2_registrar: SocketAddr::from(([127, 0, 0, 1], proxy_port)),
             caller: socket(),
             d1: socket(),
             d2: socket(),
@@ -152,9 +155,13 @@ impl Engine {
     }
 
     fn send(&self, sock: &UdpSocket, text: &str) {
+        self.send_to(sock, text, self.proxy);
+    }
+
+    fn send_to(&self, sock: &UdpSocket, text: &str, to: SocketAddr) {
         // Loopback with big buffers: a full buffer is brief, so wait it out rather than lose it.
         for _ in 0..10_000 {
-            match sock.send_to(text.as_bytes(), self.proxy) {
+            match sock.send_to(text.as_bytes(), to) {
                 Ok(_) => return,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
                 Err(e) => panic!("send: {e}"),
@@ -175,7 +182,8 @@ impl Engine {
             pp = self.proxy.port(),
             run = self.run,
         );
-        self.send(sock, &text);
+        let to = if device == 2 { self.d2_registrar } else { self.proxy };
+        self.send_to(sock, &text, to);
     }
 
     /// Registers every user's d1 (awake device); returns when all are confirmed.

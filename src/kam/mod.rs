@@ -10,6 +10,7 @@ pub mod msg;
 pub mod param;
 pub mod process;
 pub mod registrar;
+pub mod route;
 pub mod rpc;
 pub mod shm;
 pub mod str;

@@ -154,3 +154,17 @@ impl Cell {
         }
     }
 }
+
+impl Cell {
+    /// Suspended by t_suspend(): TM drops its replies until t_continue() resumes it.
+    pub fn is_suspended(self) -> bool {
+        // SAFETY: the cell is alive (referenced); a flag read.
+        unsafe { u32::from((*self.as_ptr()).flags) & sys::T_ASYNC_SUSPENDED != 0 }
+    }
+}
+
+/// Resumes a suspended transaction (t_continue), running `route` on it in this process.
+pub fn resume(id: TransactionId, route: crate::kam::route::Route) -> bool {
+    // SAFETY: TM looks the transaction up itself; the route's actions live for the process.
+    unsafe { api().t_continue.unwrap()(id.index, id.label, route.actions()) >= 0 }
+}

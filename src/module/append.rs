@@ -31,6 +31,15 @@ pub const ERROR: c_int = -1;
 /// The AoR has no stored transaction: normal for most REGISTERs, so logged at debug level only.
 pub const NOTHING_STORED: c_int = -2;
 
+/// The route that resumes a suspended stored call instead of appending to it (modparam
+/// resume_route): TM drops replies to a suspended transaction, so a branch alone would ring a
+/// device whose answer never reaches the caller.
+static RESUME_ROUTE: once_cell::sync::OnceCell<crate::kam::route::Route> = once_cell::sync::OnceCell::new();
+
+pub fn set_resume_route(route: crate::kam::route::Route) {
+    let _ = RESUME_ROUTE.set(route);
+}
+
 /// Where the new branches come from.
 pub enum Branches<'a> {
     /// The contacts registered in `table` for `uri` (default: the transaction's R-URI).
@@ -63,6 +72,14 @@ pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>)
         lm_dbg!("transaction [{}:{}] sent a final reply already ({})", id.index, id.label, cell.uas_status());
         count(|c| &c.append_answered);
         return ANSWERED;
+    }
+    if cell.is_suspended()
+        && let Some(&route) = RESUME_ROUTE.get()
+    {
+        drop(t);
+        let ok = tm::resume(id, route);
+        lm_info!("transaction [{}:{}] was suspended: resumed it (resume_route) -> {ok}", id.index, id.label);
+        return if ok { 1 } else { ERROR };
     }
     if let Some(c) = contact
         && cell.has_branch_to(c.to_bytes())

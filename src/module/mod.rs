@@ -41,6 +41,8 @@ static MAX_TRANSACTIONS: AtomicI32 = AtomicI32::new(1_000_000);
 static MAX_TRANSACTIONS_PER_AOR: AtomicI32 = AtomicI32::new(100);
 /// auto_append: the usrloc table whose new contacts get branches without ts_append() (off: null).
 static AUTO_APPEND: AtomicPtr<c_char> = AtomicPtr::new(null_mut());
+/// resume_route: the route an append runs (t_continue) on a suspended stored call (off: null).
+static RESUME_ROUTE: AtomicPtr<c_char> = AtomicPtr::new(null_mut());
 
 /// Whether AoRs are keyed by the whole URI (`use_domain`), or by its user part.
 pub fn use_domain() -> bool {
@@ -51,7 +53,7 @@ const fn int_param(name: &'static std::ffi::CStr, value: &'static AtomicI32) -> 
     sys::param_export_t { name: name.as_ptr() as *mut c_char, type_: sys::PARAM_INT, param_pointer: value.as_ptr() as *mut c_void }
 }
 
-static PARAMS: CTable<[sys::param_export_t; 6]> = CTable([
+static PARAMS: CTable<[sys::param_export_t; 7]> = CTable([
     int_param(c"hash_size", &HASH_SIZE),
     int_param(c"use_domain", &USE_DOMAIN),
     int_param(c"max_transactions", &MAX_TRANSACTIONS),
@@ -60,6 +62,11 @@ static PARAMS: CTable<[sys::param_export_t; 6]> = CTable([
         name: c"auto_append".as_ptr() as *mut c_char,
         type_: sys::PARAM_STRING,
         param_pointer: AUTO_APPEND.as_ptr() as *mut c_void,
+    },
+    sys::param_export_t {
+        name: c"resume_route".as_ptr() as *mut c_char,
+        type_: sys::PARAM_STRING,
+        param_pointer: RESUME_ROUTE.as_ptr() as *mut c_void,
     },
     sys::param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
 ]);
@@ -165,6 +172,16 @@ extern "C" fn mod_init() -> c_int {
         if !stats::register() {
             lm_err!("failed to register the statistics");
             return -1;
+        }
+        let resume = RESUME_ROUTE.load(Relaxed);
+        if !resume.is_null() {
+            // SAFETY: modparam stored a NUL-terminated string that lives for the process.
+            let name = unsafe { std::ffi::CStr::from_ptr(resume) };
+            let Some(route) = crate::kam::route::Route::find(name) else {
+                lm_err!("resume_route: route[{}] is not defined in the script", name.to_string_lossy());
+                return -1;
+            };
+            append::set_resume_route(route);
         }
         let auto = AUTO_APPEND.load(Relaxed);
         if !auto.is_null() {
