@@ -110,7 +110,12 @@ fn node_b_stopping_does_not_disturb_node_a() {
     }
     assert!(a.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
     assert!(a.kamcmd(&["core.version"]).is_ok());
-    let _ = baseline;
+    // Nothing of ours leaks on A: three calls' entries would be gone, and the registrations of
+    // dave's two devices and DMQ's view of B are all that may remain (well under 64 KiB).
+    let after = a.shm_used();
+    eprintln!("node A shm used: {baseline} before B stopped, {after} after three calls");
+    assert!(after <= baseline + 65536, "node A shm grew from {baseline} to {after}");
+    assert_eq!(a.stat("tsilo:stored_ruris"), 0);
 }
 
 #[test]
