@@ -144,3 +144,28 @@ fn three_nodes_a_device_registering_on_c_rings_the_call_on_a() {
     assert_eq!(ok.status(), Some(200));
     alice.hangup_via(&call, &ok, &laptop);
 }
+
+#[test]
+fn a_node_joining_late_causes_no_stale_appends() {
+    let (a, b) = cluster();
+    let alice = Ua::new("alice", a.port);
+    let phone = Ua::new("fred", a.port);
+    phone.register("");
+    let _call = alice.invite("fred");
+    let inv = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&inv, 180, "Ringing");
+    // Node C joins now and syncs every contact (fred's phone included) from the cluster.
+    let c = node(Some(b.port));
+    let deadline = Instant::now() + SECS(15);
+    while !c.kamcmd(&["dmq.list_nodes"]).unwrap_or_default().contains(&a.port.to_string()) {
+        assert!(Instant::now() < deadline, "node C did not join");
+        std::thread::sleep(MS(100));
+    }
+    std::thread::sleep(MS(1000));
+    // No node appended anything: the phone rings once, from A, and C stores no call.
+    phone.expect_no_request("INVITE", MS(500));
+    for k in [&a, &b, &c] {
+        assert_eq!(k.stat("tsilo:added_branches"), 0);
+    }
+    assert_eq!(c.stat("tsilo:stored_transactions"), 0);
+}
