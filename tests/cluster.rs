@@ -17,20 +17,22 @@ fn node(peer: Option<u16>) -> Kamailio {
     Kamailio::start(&(defines + &cfg))
 }
 
+/// Waits until node `k` lists the node on `port` among its DMQ peers.
+fn wait_knows(k: &Kamailio, port: u16) {
+    let deadline = Instant::now() + SECS(15);
+    while !k.kamcmd(&["dmq.list_nodes"]).unwrap_or_default().contains(&port.to_string()) {
+        assert!(Instant::now() < deadline, "node {} does not know node {port}", k.port);
+        std::thread::sleep(MS(100));
+    }
+}
+
 /// Two nodes that know each other.
 fn cluster() -> (Kamailio, Kamailio) {
     let a = node(None);
     let b = node(Some(a.port));
-    let deadline = Instant::now() + SECS(15);
-    loop {
-        let la = a.kamcmd(&["dmq.list_nodes"]).unwrap_or_default();
-        let lb = b.kamcmd(&["dmq.list_nodes"]).unwrap_or_default();
-        if la.contains(&b.port.to_string()) && lb.contains(&a.port.to_string()) {
-            return (a, b);
-        }
-        assert!(Instant::now() < deadline, "nodes did not find each other:\nA: {la}\nB: {lb}");
-        std::thread::sleep(MS(100));
-    }
+    wait_knows(&a, b.port);
+    wait_knows(&b, a.port);
+    (a, b)
 }
 
 fn via_port(m: &SipMsg) -> u16 {
@@ -122,11 +124,7 @@ fn node_b_stopping_does_not_disturb_node_a() {
 fn three_nodes_a_device_registering_on_c_rings_the_call_on_a() {
     let (a, b) = cluster();
     let c = node(Some(a.port));
-    let deadline = Instant::now() + SECS(15);
-    while !a.kamcmd(&["dmq.list_nodes"]).unwrap_or_default().contains(&c.port.to_string()) {
-        assert!(Instant::now() < deadline, "node C did not join");
-        std::thread::sleep(MS(100));
-    }
+    wait_knows(&a, c.port);
     let alice = Ua::new("alice", a.port);
     let phone = Ua::new("erin", b.port);
     let laptop = Ua::new("erin", c.port);
@@ -156,11 +154,7 @@ fn a_node_joining_late_causes_no_stale_appends() {
     phone.reply(&inv, 180, "Ringing");
     // Node C joins now and syncs every contact (fred's phone included) from the cluster.
     let c = node(Some(b.port));
-    let deadline = Instant::now() + SECS(15);
-    while !c.kamcmd(&["dmq.list_nodes"]).unwrap_or_default().contains(&a.port.to_string()) {
-        assert!(Instant::now() < deadline, "node C did not join");
-        std::thread::sleep(MS(100));
-    }
+    wait_knows(&c, a.port);
     std::thread::sleep(MS(1000));
     // No node appended anything: the phone rings once, from A, and C stores no call.
     phone.expect_no_request("INVITE", MS(500));

@@ -471,41 +471,32 @@ impl Ua {
         self.call("INVITE", user, "")
     }
 
-    /// CANCEL for a pending INVITE (same branch, per RFC 3261 9.1).
-    pub fn cancel(&self, call: &Call) {
+    /// A request on the INVITE's own branch (CANCEL, or the ACK of a non-2xx: RFC 3261 9.1, 17.1.1.3).
+    fn on_invite_branch(&self, call: &Call, method: &str, to: &str) {
         let text = format!(
-            "CANCEL {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\nMax-Forwards: 70\r\n\
-             From: <sip:{user}@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} CANCEL\r\nContent-Length: 0\r\n\r\n",
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:{user}@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
             ruri = call.ruri,
             port = self.port,
             branch = call.branch,
             user = self.user,
             tag = call.from_tag,
-            to = call.to,
             cid = call.call_id,
             cseq = call.cseq
         );
         self.send(&text);
     }
 
+    /// CANCEL for a pending INVITE.
+    pub fn cancel(&self, call: &Call) {
+        self.on_invite_branch(call, "CANCEL", &call.to);
+    }
+
     /// ACK for a final reply: same branch for a non-2xx (hop by hop), a new one along the route
     /// for a 2xx.
     pub fn ack(&self, call: &Call, reply: &SipMsg) {
-        let to = reply.header("To").unwrap_or(&call.to).to_string();
-        let status = reply.status().unwrap_or(0);
-        if status >= 300 {
-            let text = format!(
-                "ACK {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\nMax-Forwards: 70\r\n\
-                 From: <sip:{user}@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
-                ruri = call.ruri,
-                port = self.port,
-                branch = call.branch,
-                user = self.user,
-                tag = call.from_tag,
-                cid = call.call_id,
-                cseq = call.cseq
-            );
-            self.send(&text);
+        if reply.status().unwrap_or(0) >= 300 {
+            self.on_invite_branch(call, "ACK", reply.header("To").unwrap_or(&call.to));
         } else {
             self.in_dialog(call, reply, "ACK", call.cseq);
         }
