@@ -116,13 +116,9 @@ fn store_is_visible_in_rpc_and_stats_and_leaves_with_the_transaction() {
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
 }
 
-#[test]
-fn same_transaction_twice_is_stored_once_and_callee_keys_are_per_user() {
-    let cfg = config(false).replace(
-        "\tt_newtran();\n\tts_store();",
-        "\tt_newtran();\n\tts_store();\n\tts_store();\n\tts_store(\"sip:$tU@other.example\");\n\t$rU = \"robert\";\n\tts_store();\n\t$rU = $tU;",
-    );
-    let k = Kamailio::start(&cfg);
+/// Kamailio with `cfg`, bob registered, alice's INVITE ringing at bob and stored.
+fn bob_ringing(cfg: &str) -> (Kamailio, Ua, Ua, SipMsg) {
+    let k = Kamailio::start(cfg);
     let alice = Ua::new("alice", k.port);
     let bob = Ua::new("bob", k.port);
     bob.register("");
@@ -130,6 +126,16 @@ fn same_transaction_twice_is_stored_once_and_callee_keys_are_per_user() {
     let inv = bob.expect_request("INVITE", SECS(5));
     bob.reply(&inv, 180, "Ringing");
     assert!(k.wait_log("stored INVITE bob", SECS(5)));
+    (k, alice, bob, inv)
+}
+
+#[test]
+fn same_transaction_twice_is_stored_once_and_callee_keys_are_per_user() {
+    let cfg = config(false).replace(
+        "\tt_newtran();\n\tts_store();",
+        "\tt_newtran();\n\tts_store();\n\tts_store();\n\tts_store(\"sip:$tU@other.example\");\n\t$rU = \"robert\";\n\tts_store();\n\t$rU = $tU;",
+    );
+    let (k, alice, bob, inv) = bob_ringing(&cfg);
     // Three ts_store calls for bob, one AoR without use_domain (the domain is ignored), one
     // entry; then the script rewrote the R-URI's user, and ts_store() follows the new R-URI.
     assert!(k.wait_stat("tsilo:stored_transactions", 2, SECS(2)));
@@ -143,14 +149,7 @@ fn same_transaction_twice_is_stored_once_and_callee_keys_are_per_user() {
 #[test]
 fn use_domain_keys_by_the_whole_uri() {
     let cfg = config(true).replace("\tt_newtran();\n\tts_store();", "\tt_newtran();\n\tts_store(\"sip:$tU@a.example\");\n\tts_store(\"sip:$tU@b.example\");");
-    let k = Kamailio::start(&cfg);
-    let alice = Ua::new("alice", k.port);
-    let bob = Ua::new("bob", k.port);
-    bob.register("");
-    let _call = alice.invite("bob");
-    let inv = bob.expect_request("INVITE", SECS(5));
-    bob.reply(&inv, 180, "Ringing");
-    assert!(k.wait_log("stored INVITE bob", SECS(5)));
+    let (k, alice, bob, inv) = bob_ringing(&cfg);
     assert_eq!(k.stat("tsilo:stored_ruris"), 2);
     assert!(k.kamcmd(&["ts.lookup", "sip:bob@a.example"]).is_ok());
     assert!(k.kamcmd(&["ts.lookup", "bob"]).is_err(), "with use_domain the user part alone is not a key");
