@@ -4,7 +4,7 @@
 #   make test      deps + build + unit and integration tests (what CI runs)
 #   make demo      deps + build + Kamailio running examples/kamailio.cfg with this module
 #   make bench     C tsilo.so vs ours, interleaved rounds -> bench/results.json + README table
-#   make soak      100k mixed calls against ours (about 10 minutes)
+#   make soak      100k mixed calls, then 3000 relay collisions per variant, against ours (about 25 minutes)
 #   make install   copy tsilo.so to MODULES_DIR
 #   make clean
 
@@ -47,8 +47,12 @@ bench: deps build
 	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) run --release -p tsilo-bench -- bench \
 		--out $(CURDIR)/bench/results.json --readme $(CURDIR)/README.md
 
+# Collisions per variant of tests/collision.rs in the soak (CI runs 150).
+SOAK_COLLISIONS ?= 3000
+
 soak: deps build
 	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) run --release -p tsilo-bench -- soak
+	TSILO_MODULE_DIR=$(CURDIR)/build TSILO_COLLISIONS=$(SOAK_COLLISIONS) $(CARGO) test --release --test collision -- --nocapture
 
 demo: deps build
 	python3 examples/demo.py

@@ -219,7 +219,9 @@ fn generate_bindings(src: &Path, defines: &[String], out: &Path) {
         .allowlist_type("cell|sip_msg|tm_binds|registrar_api_t|module_exports|cmd_export_t|param_export_t")
         .allowlist_type("rpc_export_t|rpc_t|sr_kemi_t|stat_export_t|stat_var|counter_val_t|branch_t|_hdr_types_t|tmcb_params|contact_body_t|gparam_t")
         .allowlist_var("route_type|nr_branches|UL_CONTACT_INSERT|UL_CONTACT_UPDATE|PROC_MAIN|PROC_NOCHLDINIT")
-        .allowlist_function("get_sip_branch|clear_branches")
+        .allowlist_function("get_sip_branch|register_script_cb")
+        .allowlist_var("PRE_SCRIPT_CB|POST_SCRIPT_CB")
+        .allowlist_type("script_cb_flag")
         .allowlist_var("TMCB_DESTROY|T_CANCELED|T_BR_UNDEFINED|REQUEST_ROUTE|FAILURE_ROUTE|PARAM_INT|PARAM_STRING|STAT_.*|SR_KEMIP_.*")
         .allowlist_var("L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR|L_WARN|L_NOTICE|L_INFO|L_DBG|DEFAULT_DLFLAGS");
     let bindings = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || builder.generate())).unwrap_or_else(|_| {

@@ -10,6 +10,7 @@
 #include "core/parser/msg_parser.h"
 #include "core/parser/contact/parse_contact.h"
 #include "core/dset.h"
+#include "core/script_cb.h"
 #include "modules/tm/tm_load.h"
 #include "modules/registrar/api.h"
 #include "modules/usrloc/usrloc.h"

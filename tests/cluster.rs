@@ -4,32 +4,11 @@
 
 mod harness;
 use harness::*;
-use std::time::Instant;
-
-/// A node on loopback; its DMQ peer is `peer` (its own port for the first node).
-fn node(peer: Option<u16>) -> Kamailio {
-    let peer = peer.map_or("{PORT}".to_string(), |p| p.to_string());
-    let defines = format!(
-        "#!define LISTEN udp:127.0.0.1:{{PORT}}\n#!define DMQ_SELF \"sip:127.0.0.1:{{PORT}}\"\n\
-         #!define DMQ_PEER \"sip:127.0.0.1:{peer}\"\n#!define CTL_SOCK \"unix:{{CTL}}\"\n"
-    );
-    let cfg = std::fs::read_to_string(manifest_path("examples/cluster/node.cfg")).unwrap();
-    Kamailio::start(&(defines + &cfg))
-}
-
-/// Waits until node `k` lists the node on `port` among its DMQ peers.
-fn wait_knows(k: &Kamailio, port: u16) {
-    let deadline = Instant::now() + SECS(15);
-    while !k.kamcmd(&["dmq.list_nodes"]).unwrap_or_default().contains(&port.to_string()) {
-        assert!(Instant::now() < deadline, "node {} does not know node {port}", k.port);
-        std::thread::sleep(MS(100));
-    }
-}
 
 /// Two nodes that know each other.
 fn cluster() -> (Kamailio, Kamailio) {
-    let a = node(None);
-    let b = node(Some(a.port));
+    let a = cluster_node(None);
+    let b = cluster_node(Some(a.port));
     wait_knows(&a, b.port);
     wait_knows(&b, a.port);
     (a, b)
@@ -123,7 +102,7 @@ fn node_b_stopping_does_not_disturb_node_a() {
 #[test]
 fn three_nodes_a_device_registering_on_c_rings_the_call_on_a() {
     let (a, b) = cluster();
-    let c = node(Some(a.port));
+    let c = cluster_node(Some(a.port));
     wait_knows(&a, c.port);
     let alice = Ua::new("alice", a.port);
     let phone = Ua::new("erin", b.port);
@@ -153,7 +132,7 @@ fn a_node_joining_late_causes_no_stale_appends() {
     let inv = phone.expect_request("INVITE", SECS(5));
     phone.reply(&inv, 180, "Ringing");
     // Node C joins now and syncs every contact (fred's phone included) from the cluster.
-    let c = node(Some(b.port));
+    let c = cluster_node(Some(b.port));
     wait_knows(&c, a.port);
     std::thread::sleep(MS(1000));
     // No node appended anything: the phone rings once, from A, and C stores no call.

@@ -1,8 +1,10 @@
 //! The process's destination set (the branches `append_branch()`/`lookup()` add for the request
 //! being processed): copied out and put back, so one set can be appended to several stored
-//! transactions (TM clears it after each append).
+//! transactions (TM clears it after each append), kept as bytes for a deferred append, and
+//! isolated around an append so nothing of the caller's set reaches TM and nothing of ours stays.
 
 use crate::sys;
+use core::mem::size_of;
 
 pub struct DsetSnapshot(Vec<sys::branch_t>);
 
@@ -30,5 +32,70 @@ impl DsetSnapshot {
                 }
             }
         }
+    }
+
+    /// The branches as bytes (plain data: fixed arrays, numbers, and a socket pointer that is
+    /// the same in every process, sockets being made before fork).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // SAFETY: a slice of plain-data structs seen as bytes.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr() as *const u8, self.0.len() * size_of::<sys::branch_t>()) }.to_vec()
+    }
+
+    /// The snapshot `to_bytes` made (in any process of the same Kamailio); None if malformed.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let size = size_of::<sys::branch_t>();
+        if bytes.len() % size != 0 {
+            return None;
+        }
+        let branches = bytes
+            .chunks_exact(size)
+            // SAFETY: each chunk is a branch_t's bytes (read unaligned: a Vec<u8> is not aligned for it).
+            .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr() as *const sys::branch_t) })
+            .collect();
+        Some(DsetSnapshot(branches))
+    }
+}
+
+/// Empties the destination set. Only the branches: unlike the core's clear_branches(), the
+/// R-URI's own q value and branch flags, which the caller's script may have set, stay.
+pub fn clear() {
+    // SAFETY: this process's branch counter; the entries above it are never read.
+    unsafe { sys::nr_branches = 0 }
+}
+
+/// Keeps only the branches for which `keep(uri, ruid)` is true, in order; returns how many remain.
+pub fn retain(mut keep: impl FnMut(&[u8], &[u8]) -> bool) -> usize {
+    let kept: Vec<sys::branch_t> = DsetSnapshot::take()
+        .0
+        .into_iter()
+        .filter(|b| {
+            let uri = &b.uri[..(b.len as usize).min(b.uri.len())];
+            let ruid = &b.ruid[..(b.ruid_len as usize).min(b.ruid.len())];
+            // SAFETY: c_char and u8 have the same layout.
+            let (uri, ruid) = unsafe { (&*(uri as *const [std::ffi::c_char] as *const [u8]), &*(ruid as *const [std::ffi::c_char] as *const [u8])) };
+            keep(uri, ruid)
+        })
+        .collect();
+    let n = kept.len();
+    DsetSnapshot(kept).restore();
+    n
+}
+
+/// The caller's destination set, put aside while an append uses the set, and put back (exactly,
+/// whatever the append or TM left in it) when this is dropped.
+pub struct Isolated(DsetSnapshot);
+
+impl Isolated {
+    pub fn new() -> Self {
+        let saved = DsetSnapshot::take();
+        clear();
+        Isolated(saved)
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        clear();
+        self.0.restore();
     }
 }

@@ -11,6 +11,7 @@ pub mod param;
 pub mod process;
 pub mod registrar;
 pub mod route;
+pub mod script_cb;
 pub mod rpc;
 pub mod shm;
 pub mod str;

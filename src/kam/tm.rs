@@ -109,21 +109,22 @@ pub fn lookup(id: TransactionId) -> Option<TmRef> {
     NonNull::new(t).map(|t| TmRef(Cell(t)))
 }
 
-/// Restores the process's current transaction (what the script was working on) when dropped.
-pub struct CurrentRestore(*mut sys::cell);
+/// Restores the process's current transaction and branch (what the script was working on, e.g.
+/// `$T_branch` in a branch or reply route) when dropped.
+pub struct CurrentRestore(*mut sys::cell, c_int);
 
 impl CurrentRestore {
     pub fn save() -> Self {
-        // SAFETY: reads this process's current-transaction global (may be null or T_UNDEFINED,
-        // both of which t_sett accepts back).
-        CurrentRestore(unsafe { api().t_gett.unwrap()() })
+        // SAFETY: reads this process's current-transaction globals (the cell may be null or
+        // T_UNDEFINED, both of which t_sett accepts back).
+        unsafe { CurrentRestore(api().t_gett.unwrap()(), api().t_gett_branch.unwrap()()) }
     }
 }
 
 impl Drop for CurrentRestore {
     fn drop(&mut self) {
-        // SAFETY: puts back the value t_gett returned.
-        unsafe { api().t_sett.unwrap()(self.0, sys::T_BR_UNDEFINED) };
+        // SAFETY: puts back the values t_gett and t_gett_branch returned.
+        unsafe { api().t_sett.unwrap()(self.0, self.1) };
     }
 }
 
@@ -141,17 +142,24 @@ pub fn append_branches(contact: Option<&std::ffi::CStr>) -> c_int {
 }
 
 impl Cell {
-    /// Whether the transaction already has a branch whose URI contains `contact` (read without
-    /// TM's reply lock: it only saves TM a pointless append).
-    pub fn has_branch_to(self, contact: &[u8]) -> bool {
-        // SAFETY: the cell is alive (referenced); `uac` has `nr_of_outgoings` entries.
+    /// Whether the transaction has a branch to `uri` for usrloc record `ruid` already: what TM's
+    /// t_append_branches() means by "branch already added" (both equal, byte for byte). Read
+    /// without TM's reply lock: TM checks again under it.
+    pub fn has_branch(self, uri: &[u8], ruid: &[u8]) -> bool {
+        // SAFETY: the cell is alive (referenced); `uac` has `nr_of_outgoings` built entries.
         unsafe {
             let t = &*self.as_ptr();
             (0..t.nr_of_outgoings.max(0) as usize).any(|i| {
-                let uri = crate::kam::str::bytes(&(*t.uac.add(i)).uri);
-                !contact.is_empty() && uri.windows(contact.len()).any(|w| w == contact)
+                let uac = &*t.uac.add(i);
+                crate::kam::str::bytes(&uac.uri) == uri && crate::kam::str::bytes(&uac.ruid) == ruid
             })
         }
+    }
+
+    /// The request's method (METHOD_INVITE, ...): what a registrar lookup may filter on.
+    pub fn method(self) -> u32 {
+        // SAFETY: the cell and its request are alive (referenced); a number read.
+        unsafe { (*self.request()).first_line.u.request.method_value as u32 }
     }
 }
 

@@ -7,12 +7,12 @@
 //! lock is released: TM may destroy a transaction inside these calls, and the destroy callback
 //! takes the same lock.
 
-use super::silo;
 use super::store::aor_key;
-use crate::kam::dset::DsetSnapshot;
+use super::{flight, silo};
+use crate::kam::dset::{self, DsetSnapshot};
 use crate::kam::str::show;
 use crate::kam::{registrar, tm};
-use crate::silo::{Counters, TransactionId};
+use crate::silo::{Counters, Deferral, TransactionId};
 use crate::sys;
 use std::ffi::{CStr, CString, c_int};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -22,8 +22,6 @@ pub const NOT_FOUND: c_int = -1;
 pub const CANCELED: c_int = -2;
 pub const ANSWERED: c_int = -3;
 pub const LOOKUP_FAILED: c_int = -4;
-/// Internal: the contact to append by has a branch already (never returned to a script).
-pub const ALREADY_BRANCHED: c_int = -5;
 
 // ts_append*'s return codes.
 pub const OK: c_int = 1;
@@ -48,10 +46,43 @@ pub enum Branches<'a> {
     Dset(&'a DsetSnapshot),
 }
 
-/// Appends branches to one transaction. Returns the number of branches sent, or a negative code
-/// (NOT_FOUND, CANCELED, ANSWERED, LOOKUP_FAILED, or TM's error when nothing could be sent).
+/// A registrar lookup's result kept for the next transactions of the same AoR: with the same
+/// table, URI and request method the lookup cannot differ, and TM empties the set after each
+/// append, so it is put back from here instead of looked up again.
+#[derive(Default)]
+pub struct LookupCache(Option<(u32, DsetSnapshot)>);
+
+/// Appends branches to one transaction, or leaves the append for the process that stored it
+/// while that process may still be relaying it (see `flight`). Returns the number of branches
+/// sent (at least 1 on success: also when the append was deferred, or every contact found has
+/// a branch already), or a negative code (NOT_FOUND, CANCELED, ANSWERED, LOOKUP_FAILED, ERROR).
 pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>) -> c_int {
+    append_cached(id, branches, contact, &mut LookupCache::default())
+}
+
+fn append_cached(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
+    if let Some(silo) = silo() {
+        match silo.defer(id, || flight::encode(branches, contact)) {
+            Deferral::NotInFlight => {}
+            Deferral::Deferred => {
+                silo.counters.append_deferred.fetch_add(1, Relaxed);
+                lm_dbg!("transaction [{}:{}] is being relayed: append deferred to the end of its route", id.index, id.label);
+                return OK;
+            }
+            Deferral::NoMemory => {
+                lm_err!("out of shared memory deferring an append to transaction [{}:{}]", id.index, id.label);
+                return ERROR;
+            }
+        }
+    }
+    append_now(id, branches, contact, cache)
+}
+
+/// Appends branches to one transaction now (it is not in flight, or this is its storing
+/// process after the route). The caller's destination set is left as it was.
+pub fn append_now(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
     let _restore = tm::CurrentRestore::save();
+    let _dset = dset::Isolated::new();
     let count = |c: fn(&Counters) -> &AtomicU64| {
         if let Some(silo) = silo() {
             c(&silo.counters).fetch_add(1, Relaxed);
@@ -79,24 +110,32 @@ pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>)
         drop(t);
         let ok = tm::resume(id, route);
         lm_info!("transaction [{}:{}] was suspended: resumed it (resume_route) -> {ok}", id.index, id.label);
-        return if ok { 1 } else { ERROR };
-    }
-    if let Some(c) = contact
-        && cell.has_branch_to(c.to_bytes())
-    {
-        lm_dbg!("transaction [{}:{}] has a branch to {} already", id.index, id.label, c.to_string_lossy());
-        return ALREADY_BRANCHED;
+        return if ok { OK } else { ERROR };
     }
     match branches {
-        Branches::Lookup { table, uri } => {
-            // SAFETY: the transaction's own request, alive while we hold the reference.
-            if !unsafe { registrar::lookup_to_dset(cell.request(), table, *uri) } {
-                lm_err!("transaction [{}:{}]: no contact found in table {}", id.index, id.label, table.to_string_lossy());
-                count(|c| &c.append_lookup_failed);
-                return LOOKUP_FAILED;
+        Branches::Lookup { table, uri } => match &cache.0 {
+            Some((method, set)) if uri.is_some() && *method == cell.method() => set.restore(),
+            _ => {
+                // SAFETY: the transaction's own request, alive while we hold the reference.
+                if !unsafe { registrar::lookup_to_dset(cell.request(), table, *uri) } {
+                    lm_err!("transaction [{}:{}]: no contact found in table {}", id.index, id.label, table.to_string_lossy());
+                    count(|c| &c.append_lookup_failed);
+                    return LOOKUP_FAILED;
+                }
+                if uri.is_some() {
+                    cache.0 = Some((cell.method(), DsetSnapshot::take()));
+                }
             }
-        }
+        },
         Branches::Dset(set) => set.restore(),
+    }
+    // Only what TM would add: a contact that matches the filter (TM: strstr) and has no branch
+    // (TM: same ruid and uri). Asking TM for nothing makes it log an error.
+    let filter = contact.map(CStr::to_bytes).filter(|c| !c.is_empty());
+    let new = dset::retain(|uri, ruid| filter.is_none_or(|c| uri.windows(c.len()).any(|w| w == c)) && !cell.has_branch(uri, ruid));
+    if new == 0 {
+        lm_dbg!("transaction [{}:{}] has a branch to every contact found already", id.index, id.label);
+        return OK;
     }
     let sent = tm::append_branches(contact);
     if sent > 0 {
@@ -106,7 +145,7 @@ pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>)
         lm_dbg!("transaction [{}:{}]: {sent} branch(es) appended", id.index, id.label);
     }
     sent
-    // `t` is dropped (unreferenced) here, then `_restore` puts back the script's transaction.
+    // `t` is dropped (unreferenced) here, then the caller's set and transaction are put back.
 }
 
 /// What appending to an AoR did.
@@ -121,15 +160,20 @@ pub struct AppendSummary {
 pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> Result<AppendSummary, c_int> {
     let key = aor_key(ruri).ok_or(ERROR)?;
     let silo = silo().ok_or(ERROR)?;
+    let table = match branches {
+        Branches::Lookup { table, .. } => silo.table_id(table.to_bytes()),
+        Branches::Dset(_) => 0,
+    };
     let mut ids = Vec::new();
-    if !silo.transactions_of(key, &mut ids) {
+    if !silo.transactions_for_append(key, table, &mut ids) {
         lm_dbg!("no transaction stored for {}", show(key));
         return Err(NOTHING_STORED);
     }
     let mut summary = AppendSummary { transactions: ids.len(), branches: 0 };
+    let mut cache = LookupCache::default();
     for id in ids {
         lm_dbg!("transaction {}:{} found for {}, appending branches", id.index, id.label, show(key));
-        summary.branches += append_to(id, branches, contact).max(0) as u64;
+        summary.branches += append_cached(id, branches, contact, &mut cache).max(0) as u64;
     }
     Ok(summary)
 }

@@ -65,7 +65,7 @@ unsafe extern "C" fn on_contact(c: *mut sys::ucontact, _kind: c_int, _param: *mu
         let Some(ev) = (unsafe { usrloc::event(c) }) else { return };
         let key = key_of(ev.aor);
         let mut ids = Vec::new();
-        if !silo.transactions_of(&key, &mut ids) {
+        if !silo.transactions_for_append(&key, silo.table_id(shared.table.to_bytes()), &mut ids) {
             return;
         }
         // SAFETY: created in mod_init, never freed while Kamailio runs.

@@ -3,6 +3,7 @@
 
 mod append;
 mod auto_append;
+mod flight;
 mod kemi;
 mod on_destroy;
 mod rpc;
@@ -167,6 +168,10 @@ extern "C" fn mod_init() -> c_int {
         };
         if SILO.set(SiloRef(silo)).is_err() {
             lm_err!("mod_init called twice");
+            return -1;
+        }
+        if !flight::register() {
+            lm_err!("failed to register the script callbacks");
             return -1;
         }
         if !stats::register() {

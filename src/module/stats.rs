@@ -41,6 +41,8 @@ stats!(
     append_canceled,
     append_answered,
     append_lookup_failed,
+    append_deferred,
+    store_catch_up,
 );
 
 /// Registers the statistics (mod_init, before fork). Kamailio keeps the table's pointers.

@@ -1,13 +1,13 @@
 //! ts_store([uri]): remember the current transaction under the AoR of `uri` (default: the R-URI).
 
 use super::on_destroy::ts_on_destroy;
-use super::{silo, use_domain};
+use super::{flight, silo, use_domain};
 use crate::kam::str::show;
 use crate::kam::uri::SipUri;
 use crate::kam::{msg, tm};
 use crate::silo::{StoreError, Stored};
 use crate::sys;
-use std::ffi::c_int;
+use std::ffi::{CString, c_int};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// ts_store's return code when a limit refused the transaction.
@@ -62,16 +62,33 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
     };
     let Some(silo) = silo() else { return -1 };
     let id = t.id();
-    match silo.store(key, id) {
+    // In flight from before it is visible in the silo until the route is over (flight.rs).
+    let clock = flight::route_clock();
+    let in_flight = clock.and_then(|_| {
+        let f = silo.begin_flight(id);
+        if f.is_none() {
+            lm_err!("out of shared memory marking transaction {}:{} in flight", id.index, id.label);
+        }
+        f
+    });
+    let mut catch_up = None;
+    let rc = match silo.store(key, id) {
         Ok(Stored::New(handle)) => {
             if !tm::on_destroy(msg, t, ts_on_destroy, handle.as_ptr().cast()) {
                 lm_err!("failed to register the TM callback for transaction {}:{}", id.index, id.label);
                 // SAFETY: just stored, and no callback will ever remove it.
                 unsafe { silo.remove(handle) };
-                return -1;
+                -1
+            } else {
+                lm_dbg!("transaction {}:{} stored for {}", id.index, id.label, show(key));
+                catch_up = clock.and_then(|since| silo.missed_since(key, since)).map(|table| {
+                    silo.counters.store_catch_up.fetch_add(1, Relaxed);
+                    let table = silo.table_name(table).and_then(|t| CString::new(t).ok()).unwrap_or_else(|| c"location".into());
+                    lm_dbg!("an append for {} found nothing since this route started: catch-up in {:?}", show(key), table);
+                    flight::catch_up(&table, uri)
+                });
+                1
             }
-            lm_dbg!("transaction {}:{} stored for {}", id.index, id.label, show(key));
-            1
         }
         Ok(Stored::Duplicate) => {
             lm_dbg!("transaction {}:{} already stored for {}", id.index, id.label, show(key));
@@ -93,5 +110,9 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
             report_refusal("max_transactions_per_aor", key);
             LIMIT_REACHED
         }
+    };
+    if let Some(f) = in_flight {
+        flight::track(f, id, catch_up);
     }
+    rc
 }

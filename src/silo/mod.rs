@@ -10,14 +10,16 @@
 //! A `StoredTransaction` lives exactly as long as TM's TMCB_DESTROY callback that removes it, so
 //! its address is the callback's parameter.
 
+mod flight;
 mod lock;
 pub mod queue;
 
+pub use flight::{Deferral, FlightHandle};
 pub use lock::{ShmMutex, ShmMutexGuard};
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
 /// Memory every process using the silo can see. Returned blocks are aligned to 8 bytes.
 pub trait ShmAlloc: Copy {
@@ -51,6 +53,11 @@ pub struct Counters {
     pub append_canceled: AtomicU64,
     pub append_answered: AtomicU64,
     pub append_lookup_failed: AtomicU64,
+    /// Appends left for the storing process because their transaction was being relayed.
+    pub append_deferred: AtomicU64,
+    /// Stores that found an append had missed them (`t_relay(); ts_store();`) and looked the
+    /// AoR up again after their route.
+    pub store_catch_up: AtomicU64,
 }
 
 /// Bounds on what the silo holds (0 = no bound).
@@ -98,7 +105,24 @@ struct Slot {
     lock: ShmMutex,
     records: u32,
     first: *mut AorRecord,
+    /// The silo's miss clock when an append last found no transaction for a key of this slot
+    /// (0: never), and the table it would have looked in: a transaction stored after its
+    /// relay, by a route that started before that miss, may have missed that device.
+    last_miss: u64,
+    miss_table: u8,
 }
+
+/// usrloc table names seen by appends that found nothing, so a miss is one byte in its slot.
+#[repr(C)]
+struct TableNames {
+    lock: ShmMutex,
+    count: AtomicU32,
+    lens: [u8; MAX_TABLES],
+    names: [[u8; MAX_TABLE_NAME]; MAX_TABLES],
+}
+
+const MAX_TABLES: usize = 8;
+const MAX_TABLE_NAME: usize = 64;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stored {
@@ -148,6 +172,10 @@ pub struct Silo<A: ShmAlloc> {
     slots: *mut Slot,
     pub limits: Limits,
     pub counters: Counters,
+    flights: flight::Flights,
+    /// Ticks once per append that found nothing stored (see `Slot::last_miss`).
+    miss_clock: AtomicU64,
+    tables: core::cell::UnsafeCell<TableNames>,
 }
 
 // SAFETY: every mutable part is reached only under its slot's ShmMutex; counters are atomics.
@@ -191,9 +219,24 @@ impl<A: ShmAlloc> Silo<A> {
         // SAFETY: both blocks are fresh, large enough and aligned for these types.
         unsafe {
             for i in 0..size as usize {
-                slots.add(i).write(Slot { lock: ShmMutex::new(), records: 0, first: ptr::null_mut() });
+                slots.add(i).write(Slot { lock: ShmMutex::new(), records: 0, first: ptr::null_mut(), last_miss: 0, miss_table: 0 });
             }
-            silo.write(Silo { alloc, size, slots, limits, counters: Counters::default() });
+            let tables = TableNames {
+                lock: ShmMutex::new(),
+                count: AtomicU32::new(0),
+                lens: [0; MAX_TABLES],
+                names: [[0; MAX_TABLE_NAME]; MAX_TABLES],
+            };
+            silo.write(Silo {
+                alloc,
+                size,
+                slots,
+                limits,
+                counters: Counters::default(),
+                flights: flight::Flights::new(),
+                miss_clock: AtomicU64::new(0),
+                tables: core::cell::UnsafeCell::new(tables),
+            });
             Some(NonNull::new_unchecked(silo))
         }
     }
@@ -221,6 +264,7 @@ impl<A: ShmAlloc> Silo<A> {
                     rec = next_rec;
                 }
             }
+            (*silo).flights.destroy(alloc);
             alloc.free((*silo).slots as *mut u8);
             alloc.free(silo as *mut u8);
         }
@@ -355,13 +399,27 @@ impl<A: ShmAlloc> Silo<A> {
 
     /// The ids stored for `key`, in arrival order, appended to `out`; false if the AoR is unknown.
     pub fn transactions_of(&self, key: &[u8], out: &mut Vec<TransactionId>) -> bool {
+        self.collect(key, None, out)
+    }
+
+    /// As `transactions_of`, for an append from usrloc `table` (a `table_id`): when the AoR has
+    /// nothing stored, the miss is remembered in its slot (see `missed_since`).
+    pub fn transactions_for_append(&self, key: &[u8], table: u8, out: &mut Vec<TransactionId>) -> bool {
+        self.collect(key, Some(table), out)
+    }
+
+    fn collect(&self, key: &[u8], miss_table: Option<u8>, out: &mut Vec<TransactionId>) -> bool {
         let hash = key_hash(key);
         let slot = self.slot(hash);
         let _guard = self.lock(slot);
-        // SAFETY: read under the slot lock.
+        // SAFETY: read (and a miss written) under the slot lock.
         unsafe {
             let rec = find_record(slot, hash, key);
             if rec.is_null() {
+                if let Some(table) = miss_table {
+                    (*slot).last_miss = self.miss_clock.fetch_add(1, SeqCst) + 1;
+                    (*slot).miss_table = table;
+                }
                 return false;
             }
             let mut tx = (*rec).transactions;
@@ -371,6 +429,87 @@ impl<A: ShmAlloc> Silo<A> {
             }
         }
         true
+    }
+
+    /// The miss clock now: a route reads it when it starts, to ask `missed_since` later.
+    pub fn miss_clock(&self) -> u64 {
+        self.miss_clock.load(SeqCst)
+    }
+
+    /// Whether an append for a key of `key`'s slot found nothing stored after the miss clock
+    /// read `since`; then the table it used (0 when unknown). Hash neighbours share a slot, so
+    /// this may say yes for another AoR: the caller's catch-up append finds nothing new then.
+    pub fn missed_since(&self, key: &[u8], since: u64) -> Option<u8> {
+        let slot = self.slot(key_hash(key));
+        let _guard = self.lock(slot);
+        // SAFETY: read under the slot lock.
+        unsafe { ((*slot).last_miss > since).then_some((*slot).miss_table) }
+    }
+
+    /// A small number for a usrloc table name (1..=8), or 0 when the name is too long or the
+    /// registry is full (the caller falls back to a default table).
+    pub fn table_id(&self, name: &[u8]) -> u8 {
+        if name.is_empty() || name.len() > MAX_TABLE_NAME {
+            return 0;
+        }
+        let tables = self.tables.get();
+        // SAFETY: entries below `count` are written once, before `count` is raised (SeqCst).
+        let find = |upto: usize| unsafe {
+            (0..upto).find(|&i| table_entry(tables, i) == name).map(|i| i as u8 + 1)
+        };
+        // SAFETY: `count` is an atomic in the silo's memory.
+        let known = unsafe { (*tables).count.load(SeqCst) } as usize;
+        if let Some(id) = find(known) {
+            return id;
+        }
+        // SAFETY: new entries are written under the registry's lock.
+        unsafe {
+            let _guard = (*tables).lock.lock();
+            let n = (*tables).count.load(SeqCst) as usize;
+            if let Some(id) = find(n) {
+                return id;
+            }
+            if n == MAX_TABLES {
+                return 0;
+            }
+            (&mut (*tables).names)[n][..name.len()].copy_from_slice(name);
+            (*tables).lens[n] = name.len() as u8;
+            (*tables).count.store(n as u32 + 1, SeqCst);
+            n as u8 + 1
+        }
+    }
+
+    /// The name `table_id` gave `id`.
+    pub fn table_name(&self, id: u8) -> Option<Vec<u8>> {
+        let tables = self.tables.get();
+        let i = usize::from(id).checked_sub(1)?;
+        // SAFETY: as in `table_id`: entries below `count` never change.
+        unsafe { (i < (*tables).count.load(SeqCst) as usize).then(|| table_entry(tables, i).to_vec()) }
+    }
+
+    /// Marks a transaction in flight (its storing route has not finished): see `flight.rs`.
+    /// None when out of memory.
+    pub fn begin_flight(&self, id: TransactionId) -> Option<FlightHandle> {
+        self.flights.begin(self.alloc, id)
+    }
+
+    /// Defers an append to `id` if it is in flight; `make` builds the request to keep.
+    pub fn defer(&self, id: TransactionId, make: impl FnOnce() -> Vec<u8>) -> Deferral {
+        self.flights.defer(self.alloc, id, make)
+    }
+
+    /// Ends a flight; returns the appends deferred meanwhile.
+    ///
+    /// # Safety
+    /// `handle` came from `begin_flight` on this silo and was not ended before.
+    pub unsafe fn end_flight(&self, handle: FlightHandle) -> Vec<Vec<u8>> {
+        // SAFETY: the caller's contract.
+        unsafe { self.flights.end(self.alloc, handle) }
+    }
+
+    /// Transactions in flight now (for `ts.stats`).
+    pub fn in_flight(&self) -> u32 {
+        self.flights.in_flight()
     }
 
     /// Calls `f` for every AoR, slot by slot; each slot is copied under its lock and `f` runs
@@ -431,6 +570,13 @@ impl<A: ShmAlloc> Silo<A> {
         }
         load
     }
+}
+
+/// # Safety
+/// Entry `i` of `tables` is written (below its `count`).
+unsafe fn table_entry<'a>(tables: *const TableNames, i: usize) -> &'a [u8] {
+    // SAFETY: the caller's contract; written entries never change.
+    unsafe { &(&(*tables).names)[i][..usize::from((*tables).lens[i])] }
 }
 
 /// # Safety

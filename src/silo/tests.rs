@@ -397,3 +397,145 @@ fn load_reports_slots_chains_and_the_busiest_aor() {
     }
     unsafe { Silo::destroy(ptr) };
 }
+
+// ---- transactions in flight, misses ----
+
+#[test]
+fn appends_to_a_transaction_in_flight_wait_for_the_end_of_its_route() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 8, Limits::default()).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let baseline = heap.live();
+    assert_eq!(silo.defer(id(1, 1), || panic!("nothing is in flight: no request built")), Deferral::NotInFlight);
+
+    let flight = silo.begin_flight(id(1, 1)).unwrap();
+    let handle = stored(silo.store(b"alice", id(1, 1)));
+    assert_eq!(silo.in_flight(), 1);
+    assert_eq!(silo.defer(id(1, 1), || b"first".to_vec()), Deferral::Deferred);
+    assert_eq!(silo.defer(id(2, 2), || b"other".to_vec()), Deferral::NotInFlight);
+    assert_eq!(silo.defer(id(1, 1), || b"second".to_vec()), Deferral::Deferred);
+
+    // SAFETY: begun above, ended once.
+    let requests = unsafe { silo.end_flight(flight) };
+    assert_eq!(requests, vec![b"first".to_vec(), b"second".to_vec()], "in arrival order");
+    assert_eq!(silo.in_flight(), 0);
+    assert_eq!(silo.defer(id(1, 1), || b"late".to_vec()), Deferral::NotInFlight, "after the route: append at once");
+
+    unsafe { silo.remove(handle) };
+    assert_eq!(heap.live(), baseline, "flights and requests are freed");
+
+    // Two flights of one transaction (stored twice in nested routes): the oldest collects.
+    let outer = silo.begin_flight(id(3, 3)).unwrap();
+    let inner = silo.begin_flight(id(3, 3)).unwrap();
+    assert_eq!(silo.defer(id(3, 3), || b"x".to_vec()), Deferral::Deferred);
+    assert!(unsafe { silo.end_flight(inner) }.is_empty());
+    assert_eq!(unsafe { silo.end_flight(outer) }, vec![b"x".to_vec()]);
+
+    // Shutdown with a flight still open frees it too.
+    let open = silo.begin_flight(id(4, 4)).unwrap();
+    assert_eq!(silo.defer(id(4, 4), || vec![0; 100]), Deferral::Deferred);
+    let _ = open;
+    unsafe { Silo::destroy(ptr) };
+    assert_eq!(heap.live(), 0);
+}
+
+#[test]
+fn an_append_that_finds_nothing_leaves_a_miss_for_routes_started_before_it() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 8, Limits::default()).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let location = silo.table_id(b"location");
+    assert_eq!(location, 1);
+    assert_eq!(silo.table_id(b"location"), 1, "a name keeps its number");
+    assert_eq!(silo.table_name(location).as_deref(), Some(&b"location"[..]));
+
+    let before = silo.miss_clock();
+    let mut ids = Vec::new();
+    assert!(!silo.transactions_for_append(b"bob", location, &mut ids));
+    let after = silo.miss_clock();
+    assert!(after > before);
+    assert_eq!(silo.missed_since(b"bob", before), Some(location), "a route that started before the miss");
+    assert_eq!(silo.missed_since(b"bob", after), None, "a route that started after it");
+    // transactions_of (ts.lookup, dumps) is no append: it leaves no miss.
+    assert!(!silo.transactions_of(b"carol", &mut ids));
+    assert_eq!(silo.miss_clock(), after);
+
+    // A stored AoR is no miss.
+    let h = stored(silo.store(b"bob", id(1, 1)));
+    assert!(silo.transactions_for_append(b"bob", location, &mut ids));
+    assert_eq!(silo.miss_clock(), after);
+    unsafe { silo.remove(h) };
+
+    // The registry: too long or full gives 0 ("unknown": the caller's default table).
+    assert_eq!(silo.table_id(&[b'x'; 65]), 0);
+    assert_eq!(silo.table_id(b""), 0);
+    for n in 2..=8u8 {
+        assert_eq!(silo.table_id(format!("t{n}").as_bytes()), n);
+    }
+    assert_eq!(silo.table_id(b"one-too-many"), 0);
+    assert_eq!(silo.table_name(0), None);
+    assert_eq!(silo.table_name(9), None);
+    unsafe { Silo::destroy(ptr) };
+    assert_eq!(heap.live(), 0);
+}
+
+#[test]
+fn no_deferred_append_is_lost_when_the_route_ends_in_another_process() {
+    // Child 0 plays the storing worker: flight, store, end, remove, over and over. The others
+    // append at the same time: each append is either deferred (and must come back from exactly
+    // one end_flight) or told to go ahead; none vanishes, none comes back twice.
+    const ROUNDS: u32 = 3_000;
+    const APPENDERS: u32 = 3;
+    let arena = SharedArena::new(64 << 20);
+    let ptr = Silo::create(arena, 2, Limits::default()).unwrap();
+    let addr = ptr.as_ptr() as usize;
+    let shared = arena.alloc(size_of::<[AtomicU64; 4]>()) as *mut [AtomicU64; 4];
+    unsafe { shared.write(Default::default()) };
+    let shared_addr = shared as usize;
+    in_children(1 + APPENDERS, |c| {
+        let silo = unsafe { &*(addr as *const Silo<SharedArena>) };
+        let [current, deferred, landed, done] = unsafe { &*(shared_addr as *const [AtomicU64; 4]) };
+        if c == 0 {
+            for round in 1..=ROUNDS {
+                let tid = id(round, round);
+                let flight = silo.begin_flight(tid).unwrap();
+                let h = match silo.store(b"bob", tid) {
+                    Ok(Stored::New(h)) => h,
+                    _ => return false,
+                };
+                current.store(u64::from(round), SeqCst);
+                for _ in 0..200 {
+                    std::hint::spin_loop();
+                }
+                let got = unsafe { silo.end_flight(flight) };
+                if got.iter().any(|r| r.as_slice() != round.to_ne_bytes()) {
+                    return false; // a request of another transaction
+                }
+                landed.fetch_add(got.len() as u64, SeqCst);
+                unsafe { silo.remove(h) };
+            }
+            done.store(1, SeqCst);
+            true
+        } else {
+            let mut ids = Vec::new();
+            while done.load(SeqCst) == 0 {
+                ids.clear();
+                if !silo.transactions_of(b"bob", &mut ids) {
+                    continue;
+                }
+                for &tid in &ids {
+                    if silo.defer(tid, || tid.index.to_ne_bytes().to_vec()) == Deferral::Deferred {
+                        deferred.fetch_add(1, SeqCst);
+                    }
+                }
+            }
+            let _ = current;
+            true
+        }
+    });
+    let [_, deferred, landed, _] = unsafe { &*shared };
+    assert!(deferred.load(SeqCst) > 0, "the appenders never met a flight: the test proves nothing");
+    assert_eq!(deferred.load(SeqCst), landed.load(SeqCst));
+    let silo = unsafe { ptr.as_ref() };
+    assert_eq!(silo.in_flight(), 0);
+}

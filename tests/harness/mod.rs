@@ -253,6 +253,27 @@ impl Drop for Kamailio {
     }
 }
 
+/// A node of examples/cluster/node.cfg on loopback; its DMQ peer is `peer` (its own port for
+/// the first node).
+pub fn cluster_node(peer: Option<u16>) -> Kamailio {
+    let peer = peer.map_or("{PORT}".to_string(), |p| p.to_string());
+    let defines = format!(
+        "#!define LISTEN udp:127.0.0.1:{{PORT}}\n#!define DMQ_SELF \"sip:127.0.0.1:{{PORT}}\"\n\
+         #!define DMQ_PEER \"sip:127.0.0.1:{peer}\"\n#!define CTL_SOCK \"unix:{{CTL}}\"\n"
+    );
+    let cfg = fs::read_to_string(manifest_path("examples/cluster/node.cfg")).unwrap();
+    Kamailio::start(&(defines + &cfg))
+}
+
+/// Waits until node `k` lists the node on `port` among its DMQ peers.
+pub fn wait_knows(k: &Kamailio, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !k.kamcmd(&["dmq.list_nodes"]).unwrap_or_default().contains(&port.to_string()) {
+        assert!(Instant::now() < deadline, "node {} does not know node {port}", k.port);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `kamailio -c` on a config (placeholders filled with dummies); (ok, output).
 pub fn check_config(path: &std::path::Path) -> (bool, String) {
     let out = Command::new("kamailio").arg("-c").arg("-f").arg(path).arg("-L").arg(mpath()).output().unwrap();

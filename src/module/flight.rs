@@ -1,0 +1,214 @@
+//! No append while the storing process may be relaying (README, "Design": the relay race).
+//!
+//! TM's `t_relay()` adds branches without TM's reply lock; `t_append_branches()` from another
+//! process at that moment builds into the same branch slot. So a transaction that `ts_store()`
+//! stores from a route is "in flight" until that route has finished (the core's post-script
+//! callback, in the same process, after `t_relay()` returned): appends from any process find it
+//! in flight and leave their request on it (`silo::Deferral`), and the storing process carries
+//! them out here when its route is over.
+//!
+//! The other order (`t_relay(); ts_store();`) has the opposite hole: a device saved after the
+//! relay's `lookup()` whose append ran before `ts_store()` found nothing to append to. Appends
+//! that find nothing leave a "miss" in the silo; a store that sees a miss newer than the start
+//! of its route looks the AoR up again when the route is over ("catch-up"), and appends what
+//! the relay did not send.
+
+use super::append::{self, Branches, LookupCache};
+use super::silo;
+use crate::kam::dset::DsetSnapshot;
+use crate::kam::guard::guard;
+use crate::kam::script_cb::{self, RouteKind};
+use crate::silo::{FlightHandle, TransactionId};
+use crate::sys;
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_int, c_uint, c_void};
+
+/// A route running in this process (routes nest: t_continue() and failure routes may run from
+/// inside another route).
+struct Frame {
+    kind: RouteKind,
+    /// The silo's miss clock when the route started.
+    clock: u64,
+    flights: Vec<Flying>,
+}
+
+/// A transaction this route stored, in flight until the route ends.
+struct Flying {
+    handle: FlightHandle,
+    id: TransactionId,
+    catch_up: Option<Vec<u8>>,
+}
+
+thread_local! {
+    /// Kamailio's processes are single-threaded: this is the process's own stack of routes.
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A pre-script callback whose post-script never came (another module's callback dropped the
+/// message): such frames stored nothing; beyond this depth the oldest are forgotten.
+const MAX_FRAMES: usize = 16;
+
+/// mod_init: have the core tell us when request and failure routes start and end.
+pub fn register() -> bool {
+    script_cb::register(on_route_start, on_route_end)
+}
+
+unsafe extern "C" fn on_route_start(_msg: *mut sys::sip_msg, flags: c_uint, _param: *mut c_void) -> c_int {
+    guard(1, || {
+        let (Some(kind), Some(silo)) = (script_cb::kind(flags), silo()) else { return 1 };
+        let stale = FRAMES.with_borrow_mut(|frames| {
+            let stale = (frames.len() >= MAX_FRAMES).then(|| frames.remove(0));
+            frames.push(Frame { kind, clock: silo.miss_clock(), flights: Vec::new() });
+            stale
+        });
+        // Landed outside the borrow: an append may run a route, which comes back here.
+        if let Some(frame) = stale {
+            land(frame);
+        }
+        1 // go on with the route
+    })
+}
+
+unsafe extern "C" fn on_route_end(_msg: *mut sys::sip_msg, flags: c_uint, _param: *mut c_void) -> c_int {
+    guard(1, || {
+        let Some(kind) = script_cb::kind(flags) else { return 1 };
+        // The route ending is the newest of its kind; newer frames of another kind are ones
+        // whose end never came: they end now too.
+        let ended = FRAMES.with_borrow_mut(|frames| match frames.iter().rposition(|f| f.kind == kind) {
+            Some(i) => frames.split_off(i),
+            None => Vec::new(),
+        });
+        for frame in ended.into_iter().rev() {
+            land(frame);
+        }
+        1
+    })
+}
+
+/// The miss clock of the route running now, if a route is running (None: no post-script
+/// callback will come, so nothing can be deferred to it).
+pub fn route_clock() -> Option<u64> {
+    FRAMES.with_borrow(|frames| frames.last().map(|f| f.clock))
+}
+
+/// Keeps a flight begun by ts_store() for the end of the running route; `catch_up` is the
+/// request to carry out then besides the deferred ones.
+pub fn track(handle: FlightHandle, id: TransactionId, catch_up: Option<Vec<u8>>) {
+    let orphan = FRAMES.with_borrow_mut(|frames| match frames.last_mut() {
+        Some(top) => {
+            top.flights.push(Flying { handle, id, catch_up });
+            None
+        }
+        None => Some(Flying { handle, id, catch_up }),
+    });
+    // Only begun inside a route (route_clock() was Some); ended at once if that changed.
+    if let Some(f) = orphan {
+        land(Frame { kind: RouteKind::Request, clock: 0, flights: vec![f] });
+    }
+}
+
+/// The route is over: its transactions stop being in flight, then what was deferred to them
+/// (and each catch-up) is appended, in this process, with the relay done.
+fn land(frame: Frame) {
+    let Some(silo) = silo() else { return };
+    for f in frame.flights {
+        // SAFETY: begun by ts_store() in this process and tracked once.
+        let requests = unsafe { silo.end_flight(f.handle) };
+        let mut cache = LookupCache::default();
+        for bytes in requests.iter().chain(f.catch_up.iter()) {
+            let Some(request) = decode(bytes) else {
+                lm_crit!("BUG: malformed deferred append for transaction [{}:{}]", f.id.index, f.id.label);
+                continue;
+            };
+            let rc = request.run(f.id, &mut cache);
+            lm_dbg!("deferred append to transaction [{}:{}] -> {rc}", f.id.index, f.id.label);
+        }
+    }
+}
+
+/// An append request, owned, as kept on a transaction in flight.
+struct Request {
+    source: Source,
+    contact: Option<CString>,
+}
+
+enum Source {
+    Lookup { table: CString, uri: Option<Vec<u8>> },
+    Dset(DsetSnapshot),
+}
+
+impl Request {
+    fn run(&self, id: TransactionId, cache: &mut LookupCache) -> c_int {
+        let branches = match &self.source {
+            Source::Lookup { table, uri } => Branches::Lookup { table, uri: uri.as_deref() },
+            Source::Dset(set) => Branches::Dset(set),
+        };
+        append::append_now(id, &branches, self.contact.as_deref(), cache)
+    }
+}
+
+/// The catch-up after a miss: the AoR's contacts in `table`, as `uri` finds them.
+pub fn catch_up(table: &CStr, uri: &[u8]) -> Vec<u8> {
+    encode(&Branches::Lookup { table, uri: Some(uri) }, None)
+}
+
+// The encoding: a tag byte, then length-prefixed fields. It never leaves this Kamailio.
+const LOOKUP: u8 = 0;
+const DSET: u8 = 1;
+
+fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
+    match field {
+        None => out.push(0),
+        Some(b) => {
+            out.push(1);
+            out.extend_from_slice(&(b.len() as u32).to_ne_bytes());
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+fn get<'a>(input: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    let (&present, rest) = input.split_first()?;
+    *input = rest;
+    if present == 0 {
+        return Some(None);
+    }
+    let len = u32::from_ne_bytes(input.get(..4)?.try_into().ok()?) as usize;
+    let field = input.get(4..4 + len)?;
+    *input = &input[4 + len..];
+    Some(Some(field))
+}
+
+/// The bytes that `decode` turns back into this append.
+pub fn encode(branches: &Branches, contact: Option<&CStr>) -> Vec<u8> {
+    let mut out = Vec::new();
+    match branches {
+        Branches::Lookup { table, uri } => {
+            out.push(LOOKUP);
+            put(&mut out, Some(table.to_bytes()));
+            put(&mut out, *uri);
+        }
+        Branches::Dset(set) => {
+            out.push(DSET);
+            put(&mut out, Some(&set.to_bytes()));
+        }
+    }
+    put(&mut out, contact.map(CStr::to_bytes));
+    out
+}
+
+fn decode(mut input: &[u8]) -> Option<Request> {
+    let (&tag, rest) = input.split_first()?;
+    input = rest;
+    let source = match tag {
+        LOOKUP => {
+            let table = CString::new(get(&mut input)??).ok()?;
+            let uri = get(&mut input)?.map(<[u8]>::to_vec);
+            Source::Lookup { table, uri }
+        }
+        DSET => Source::Dset(DsetSnapshot::from_bytes(get(&mut input)??)?),
+        _ => return None,
+    };
+    let contact = get(&mut input)?.map(CString::new).transpose().ok()?;
+    input.is_empty().then_some(Request { source, contact })
+}
