@@ -11,6 +11,7 @@
 #include "core/parser/contact/parse_contact.h"
 #include "core/dset.h"
 #include "core/script_cb.h"
+#include "core/receive.h"
 #include "modules/tm/tm_load.h"
 #include "modules/registrar/api.h"
 #include "modules/usrloc/usrloc.h"

@@ -147,11 +147,18 @@ fn same_transaction_twice_is_stored_once_and_callee_keys_are_per_user() {
 }
 
 #[test]
-fn use_domain_keys_by_the_whole_uri() {
-    let cfg = config(true).replace("\tt_newtran();\n\tts_store();", "\tt_newtran();\n\tts_store(\"sip:$tU@a.example\");\n\tts_store(\"sip:$tU@b.example\");");
+fn use_domain_keys_by_user_and_host() {
+    // Two domains, two AoRs; a port, parameters or the host's case make no other AoR.
+    let cfg = config(true).replace(
+        "\tt_newtran();\n\tts_store();",
+        "\tt_newtran();\n\tts_store(\"sip:$tU@a.example\");\n\tts_store(\"sip:$tU@b.example\");\n\tts_store(\"sip:$tU@A.Example:5070;transport=udp\");",
+    );
     let (k, alice, bob, inv) = bob_ringing(&cfg);
     assert_eq!(k.stat("tsilo:stored_ruris"), 2);
+    assert_eq!(k.stat("tsilo:stored_transactions"), 2);
     assert!(k.kamcmd(&["ts.lookup", "sip:bob@a.example"]).is_ok());
+    assert!(k.kamcmd(&["ts.lookup", "bob@b.example"]).is_ok(), "the key itself");
+    assert!(k.kamcmd(&["ts.dump"]).unwrap().contains("R-URI: bob@a.example"));
     assert!(k.kamcmd(&["ts.lookup", "bob"]).is_err(), "with use_domain the user part alone is not a key");
     bob.reply(&inv, 486, "Busy Here");
     alice.final_reply("INVITE", SECS(5));

@@ -39,3 +39,31 @@ macro_rules! lm_warn { ($($arg:tt)*) => { lm_log!($crate::kam::log::WARN, $($arg
 #[allow(unused_macros)]
 macro_rules! lm_info { ($($arg:tt)*) => { lm_log!($crate::kam::log::INFO, $($arg)*) }; }
 macro_rules! lm_dbg { ($($arg:tt)*) => { lm_log!($crate::kam::log::DBG, $($arg)*) }; }
+
+/// At most one log line per `PERIOD_S` seconds per process for a repeated event: `due()` says
+/// when to log, with how many occurrences were not logged since. A flood must not flood the log.
+pub struct RateLimit {
+    last: std::sync::atomic::AtomicU64,
+    quiet: std::sync::atomic::AtomicU64,
+}
+
+impl RateLimit {
+    const PERIOD_S: u64 = 10;
+
+    pub const fn new() -> Self {
+        RateLimit { last: std::sync::atomic::AtomicU64::new(0), quiet: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Some(count not logged since the last line) when this one is to be logged.
+    pub fn due(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let last = self.last.load(Relaxed);
+        if now >= last + Self::PERIOD_S && self.last.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+            Some(self.quiet.swap(0, Relaxed))
+        } else {
+            self.quiet.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}

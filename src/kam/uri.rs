@@ -24,4 +24,9 @@ impl<'a> SipUri<'a> {
         // SAFETY: points into the parsed buffer, alive for 'a.
         unsafe { bytes(&self.parsed.user) }
     }
+
+    pub fn host(&self) -> &'a [u8] {
+        // SAFETY: as above.
+        unsafe { bytes(&self.parsed.host) }
+    }
 }

@@ -159,6 +159,7 @@ pub struct AppendSummary {
 /// bad URI.
 pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> Result<AppendSummary, c_int> {
     let key = aor_key(ruri).ok_or(ERROR)?;
+    let key = &*key;
     let silo = silo().ok_or(ERROR)?;
     let table = match branches {
         Branches::Lookup { table, .. } => silo.table_id(table.to_bytes()),

@@ -6,9 +6,11 @@
 //! contact (in shm); the module's own "tsilo auto-append" process takes it from the queue and
 //! calls TM and the registrar, holding no lock at all.
 
-use super::append::{Branches, append_to};
-use super::{silo, use_domain};
+use super::append::{Branches, append_to_aor};
+use super::silo;
+use super::store::key_of_uri;
 use crate::kam::guard::guard;
+use crate::kam::log::RateLimit;
 use crate::kam::shm::KamShm;
 use crate::kam::str::show;
 use crate::kam::{process, usrloc};
@@ -42,18 +44,21 @@ pub fn init(table: &[u8]) -> Result<(), String> {
     SHARED.set(Shared { queue, table }).map_err(|_| "auto_append: initialised twice".to_string())
 }
 
+/// Contacts waiting for the auto-append process (None: auto_append is off).
+pub fn queued() -> Option<u32> {
+    // SAFETY: created in mod_init, never freed while Kamailio runs.
+    SHARED.get().map(|s| unsafe { s.queue.as_ref() }.len())
+}
+
 /// child_init of the main process: start the auto-append process.
 pub fn start() -> bool {
     SHARED.get().is_none() || process::spawn(c"tsilo auto-append", run)
 }
 
-/// The silo key of a usrloc AoR, as ts_store() makes it from an R-URI.
-fn key_of(aor: &[u8]) -> Vec<u8> {
-    if use_domain() {
-        [b"sip:".as_slice(), aor].concat()
-    } else {
-        aor.split(|&b| b == b'@').next().unwrap_or(aor).to_vec()
-    }
+/// usrloc's AoR (`user`, or `user@domain` with its use_domain) as a SIP URI for the registrar's
+/// lookup; without a domain any host does (the registrar then keys by the user alone).
+fn lookup_uri(aor: &[u8]) -> Vec<u8> {
+    if aor.contains(&b'@') { [b"sip:".as_slice(), aor].concat() } else { [b"sip:".as_slice(), aor, b"@invalid"].concat() }
 }
 
 /// usrloc's callback, in whichever process changed the contact, under usrloc's record lock:
@@ -63,44 +68,51 @@ unsafe extern "C" fn on_contact(c: *mut sys::ucontact, _kind: c_int, _param: *mu
         let (Some(shared), Some(silo)) = (SHARED.get(), silo()) else { return };
         // SAFETY: usrloc passes the contact it is inserting or updating.
         let Some(ev) = (unsafe { usrloc::event(c) }) else { return };
-        let key = key_of(ev.aor);
+        let uri = lookup_uri(ev.aor);
+        let Ok(key) = key_of_uri(&uri) else { return };
         let mut ids = Vec::new();
         if !silo.transactions_for_append(&key, silo.table_id(shared.table.to_bytes()), &mut ids) {
             return;
         }
         // SAFETY: created in mod_init, never freed while Kamailio runs.
-        match unsafe { shared.queue.as_ref() }.push(&key, ev.uri) {
+        match unsafe { shared.queue.as_ref() }.push(ev.aor, ev.uri) {
             Ok(()) => lm_dbg!("queued contact {} of {} for auto-append", show(ev.uri), show(ev.aor)),
-            Err(PushError::Full) => lm_warn!("auto-append queue full: contact {} of {} gets no branch", show(ev.uri), show(ev.aor)),
+            Err(PushError::Full) => {
+                static FULL: RateLimit = RateLimit::new();
+                if let Some(more) = FULL.due() {
+                    lm_warn!("auto-append queue full: contact {} of {} gets no branch ({more} more dropped since the last report)", show(ev.uri), show(ev.aor));
+                }
+            }
             Err(PushError::NoMemory) => lm_err!("out of shared memory queueing contact {}", show(ev.uri)),
         }
     })
 }
 
 /// The auto-append process: appends each queued contact to its AoR's stored calls.
-fn run() -> ! {
+fn run() {
     let shared = SHARED.get().expect("auto_append initialised in mod_init");
     // SAFETY: created in mod_init, never freed while Kamailio runs.
     let queue = unsafe { shared.queue.as_ref() };
     loop {
         process::cfg_update();
         let seen = queue.seq();
-        while let Some((key, contact)) = queue.pop() {
-            guard((), || append_contact(&shared.table, &key, &contact));
+        while let Some((aor, contact)) = queue.pop() {
+            guard((), || append_contact(&shared.table, &aor, &contact));
+            // This process runs no message of its own: nothing of one append (XAVPs the lookup
+            // or a route added) may reach the next.
+            process::reset_message_env();
         }
         queue.wait(seen, 1000);
     }
 }
 
-fn append_contact(table: &CString, key: &[u8], contact: &[u8]) {
-    let Some(silo) = silo() else { return };
+/// Appends `contact` of usrloc's `aor` to the AoR's stored calls, looked up as the script's
+/// `ts_append(table, "sip:" + aor)` would, whatever Request-URI the calls were stored with.
+fn append_contact(table: &CString, aor: &[u8], contact: &[u8]) {
     let Ok(filter) = CString::new(contact) else { return };
-    let mut ids = Vec::new();
-    silo.transactions_of(key, &mut ids);
-    for id in ids {
-        // The transaction's own R-URI is the lookup key; only this contact gets a branch, and
-        // not if it has one already (a re-REGISTER while ringing).
-        let rc = append_to(id, &Branches::Lookup { table, uri: None }, Some(&filter));
-        lm_dbg!("auto-append of {} to {}:{} -> {rc}", show(contact), id.index, id.label);
-    }
+    let uri = lookup_uri(aor);
+    // Only this contact gets a branch, and not where it has one already (a re-REGISTER while
+    // ringing).
+    let rc = append_to_aor(&uri, &Branches::Lookup { table, uri: Some(&uri) }, Some(&filter));
+    lm_dbg!("auto-append of {} for {} -> {rc}", show(contact), show(aor));
 }

@@ -2,7 +2,8 @@
 
 use super::append::{Branches, NOTHING_STORED, append_all};
 use super::stats::STATS;
-use super::{silo, use_domain};
+use super::silo;
+use super::store::key_of_uri;
 use crate::kam::export::CTable;
 use crate::kam::guard::guard;
 use crate::kam::rpc::{Rpc, RpcFailed, RpcStruct};
@@ -79,13 +80,14 @@ unsafe extern "C" fn rpc_lookup(api: *mut sys::rpc_t, ctx: *mut c_void) {
         let Some(arg) = rpc.optional_string().filter(|a| !a.is_empty()) else {
             return rpc.fault(500, "No RURI to lookup specified");
         };
-        // The stored key is the user part unless use_domain is on: accept a full SIP URI too.
-        let key: &[u8] = match SipUri::parse(&arg) {
-            Some(uri) if !use_domain() && arg.contains(&b':') && !uri.user().is_empty() => uri.user(),
-            _ => &arg,
+        // A SIP URI is reduced to its key (the user part, or user@host with use_domain); anything
+        // else is taken as a key already.
+        let key = match key_of_uri(&arg) {
+            Ok(key) if arg.contains(&b':') => key,
+            _ => std::borrow::Cow::Borrowed(&arg[..]),
         };
         let mut ids = Vec::new();
-        if !silo.transactions_of(key, &mut ids) {
+        if !silo.transactions_of(&key, &mut ids) {
             return rpc.fault(404, "RURI not found in tsilo table");
         }
         let build = || -> Result<(), RpcFailed> {
@@ -115,7 +117,12 @@ unsafe extern "C" fn rpc_stats(api: *mut sys::rpc_t, ctx: *mut c_void) {
             table.int(c"longest_chain", i64::from(load.longest_chain))?;
             table.int(c"max_transactions_per_aor_now", i64::from(load.max_transactions_per_aor))?;
             table.int(c"max_transactions", silo.limits.max_transactions as i64)?;
-            table.int(c"max_transactions_per_aor", i64::from(silo.limits.max_per_aor))
+            table.int(c"max_transactions_per_aor", i64::from(silo.limits.max_per_aor))?;
+            table.int(c"in_flight", i64::from(silo.in_flight()))?;
+            if let Some(n) = super::auto_append::queued() {
+                top.int(c"auto_append_queue", i64::from(n))?;
+            }
+            Ok(())
         };
         if build().is_err() {
             rpc.fault(500, "Internal error building the reply");
@@ -139,7 +146,14 @@ unsafe extern "C" fn rpc_append(api: *mut sys::rpc_t, ctx: *mut c_void) {
         let Ok(table) = std::ffi::CString::new(table).map_err(drop).and_then(|t| if t.is_empty() { Err(()) } else { Ok(t) }) else {
             return rpc.fault(400, "Bad table name");
         };
-        match append_all(&uri, &Branches::Lookup { table: &table, uri: Some(&uri) }, None) {
+        let done = append_all(&uri, &Branches::Lookup { table: &table, uri: Some(&uri) }, None);
+        // Run by the RPC process (no message of its own): nothing of this append (XAVPs the
+        // lookup or a branch route added) may reach the next. Over HTTP (jsonrpcs in a SIP
+        // worker) a message's route is running: its state is its own.
+        if super::flight::route_clock().is_none() {
+            crate::kam::process::reset_message_env();
+        }
+        match done {
             Ok(done) => {
                 let build = || -> Result<(), RpcFailed> {
                     let top = rpc.add_struct()?;

@@ -57,12 +57,14 @@ pub unsafe extern "C" fn fixup_free_append_to(param: *mut *mut c_void, param_no:
     }
 }
 
-/// A string parameter's value, or None after logging which one could not be evaluated.
-unsafe fn string<'a>(msg: Msg, p: P, what: &str) -> Option<&'a [u8]> {
+/// A string parameter's value, copied (a pseudo-variable's value lives in a buffer that the
+/// branch route of an appended branch may reuse), or None after logging which one could not be
+/// evaluated.
+unsafe fn string(msg: Msg, p: P, what: &str) -> Option<Vec<u8>> {
     // SAFETY: `p` is the fixed-up parameter of this call.
     let v = unsafe { param::string(msg, p) };
     match v {
-        Some(v) if !v.is_empty() => Some(v),
+        Some(v) if !v.is_empty() => Some(v.to_vec()),
         _ => {
             lm_err!("invalid {what} parameter (empty or not evaluable)");
             None
@@ -101,7 +103,7 @@ pub unsafe extern "C" fn w_ts_store1(msg: Msg, uri: P, _: P) -> c_int {
     // SAFETY: as above, with the fixed-up parameter.
     guard(-1, || unsafe {
         let Some(uri) = string(msg, uri, "uri") else { return -1 };
-        ts_store(msg, Some(uri))
+        ts_store(msg, Some(&uri))
     })
 }
 
@@ -109,7 +111,7 @@ pub unsafe extern "C" fn w_ts_append(msg: Msg, tbl: P, ruri: P) -> c_int {
     // SAFETY: as above.
     guard(-1, || unsafe {
         let Some(ruri) = string(msg, ruri, "ruri") else { return append::ERROR };
-        append_to_aor(ruri, &Branches::Lookup { table: table(tbl), uri: Some(ruri) }, None)
+        append_to_aor(&ruri, &Branches::Lookup { table: table(tbl), uri: Some(&ruri) }, None)
     })
 }
 
@@ -126,11 +128,11 @@ pub unsafe extern "C" fn w_ts_append_to4(msg: Msg, index: P, label: P, tbl: P, u
     guard(-1, || unsafe {
         let Some(id) = transaction_id(msg, index, label) else { return append::ERROR };
         let Some(uri) = string(msg, uri, "uri") else { return append::ERROR };
-        if crate::kam::uri::SipUri::parse(uri).is_none() {
-            lm_err!("bad uri [{}]", crate::kam::str::show(uri));
+        if crate::kam::uri::SipUri::parse(&uri).is_none() {
+            lm_err!("bad uri [{}]", crate::kam::str::show(&uri));
             return append::ERROR;
         }
-        append_to(id, &Branches::Lookup { table: table(tbl), uri: Some(uri) }, None)
+        append_to(id, &Branches::Lookup { table: table(tbl), uri: Some(&uri) }, None)
     })
 }
 
@@ -139,7 +141,7 @@ pub unsafe extern "C" fn w_ts_append_by_contact2(msg: Msg, tbl: P, ruri: P) -> c
     guard(-1, || unsafe {
         let Some(ruri) = string(msg, ruri, "ruri") else { return append::ERROR };
         let Some(contact) = contact_of_register(msg) else { return append::ERROR };
-        append_to_aor(ruri, &Branches::Lookup { table: table(tbl), uri: Some(ruri) }, Some(&contact))
+        append_to_aor(&ruri, &Branches::Lookup { table: table(tbl), uri: Some(&ruri) }, Some(&contact))
     })
 }
 
@@ -148,8 +150,8 @@ pub unsafe extern "C" fn w_ts_append_by_contact3(msg: Msg, tbl: P, ruri: P, cont
     guard(-1, || unsafe {
         let Some(ruri) = string(msg, ruri, "ruri") else { return append::ERROR };
         let Some(contact) = string(msg, contact, "contact") else { return append::ERROR };
-        let Some(contact) = contact_filter(contact) else { return append::ERROR };
-        append_to_aor(ruri, &Branches::Lookup { table: table(tbl), uri: Some(ruri) }, Some(&contact))
+        let Some(contact) = contact_filter(&contact) else { return append::ERROR };
+        append_to_aor(&ruri, &Branches::Lookup { table: table(tbl), uri: Some(&ruri) }, Some(&contact))
     })
 }
 
@@ -157,6 +159,6 @@ pub unsafe extern "C" fn w_ts_append_branches(msg: Msg, uri: P, _: P) -> c_int {
     // SAFETY: as above.
     guard(-1, || unsafe {
         let Some(uri) = string(msg, uri, "uri") else { return append::ERROR };
-        append_dset_to_aor(uri)
+        append_dset_to_aor(&uri)
     })
 }

@@ -2,45 +2,49 @@
 
 use super::on_destroy::ts_on_destroy;
 use super::{flight, silo, use_domain};
+use crate::kam::log::RateLimit;
 use crate::kam::str::show;
 use crate::kam::uri::SipUri;
 use crate::kam::{msg, tm};
 use crate::silo::{StoreError, Stored};
 use crate::sys;
+use std::borrow::Cow;
 use std::ffi::{CString, c_int};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// ts_store's return code when a limit refused the transaction.
 pub const LIMIT_REACHED: c_int = -3;
 
-/// Logs a refusal at most once per 10 s per process, with how many were not logged: a flood
-/// must not flood the log too.
+/// Logs a refusal, rate-limited: a flood must not flood the log too.
 fn report_refusal(what: &str, key: &[u8]) {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    static QUIET: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let last = LAST.load(Relaxed);
-    if now >= last + 10 && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
-        let quiet = QUIET.swap(0, Relaxed);
+    static REFUSALS: RateLimit = RateLimit::new();
+    if let Some(quiet) = REFUSALS.due() {
         lm_warn!("ts_store refused for {}: {what} reached ({quiet} more refused since the last report)", show(key));
-    } else {
-        QUIET.fetch_add(1, Relaxed);
     }
 }
 
-/// The silo key of a URI: its user part, or the whole URI with `use_domain`.
-/// None (after logging why) for a URI Kamailio cannot parse or an empty key.
-pub fn aor_key(uri: &[u8]) -> Option<&[u8]> {
-    let Some(parsed) = SipUri::parse(uri) else {
-        lm_err!("bad uri [{}]", show(uri));
-        return None;
-    };
-    let key = if use_domain() { uri } else { parsed.user() };
-    if key.is_empty() {
-        lm_err!("malformed aor from uri [{}]: no user part", show(uri));
-        return None;
+/// The silo key of a SIP URI: its user part; with `use_domain`, `user@host` with the host in
+/// lower case, as the registrar names an AoR (so that the key does not depend on the port,
+/// parameters or scheme a Request-URI carries, and auto_append finds it from usrloc's AoR).
+/// Err says why there is none.
+pub fn key_of_uri(uri: &[u8]) -> Result<Cow<'_, [u8]>, &'static str> {
+    let parsed = SipUri::parse(uri).ok_or("bad uri")?;
+    let (user, host) = (parsed.user(), parsed.host());
+    if !use_domain() {
+        return if user.is_empty() { Err("malformed aor: no user part") } else { Ok(Cow::Borrowed(user)) };
     }
-    Some(key)
+    let mut key = Vec::with_capacity(user.len() + 1 + host.len());
+    if !user.is_empty() {
+        key.extend_from_slice(user);
+        key.push(b'@');
+    }
+    key.extend(host.iter().map(u8::to_ascii_lowercase));
+    Ok(Cow::Owned(key))
+}
+
+/// `key_of_uri`, logging why a URI has no key.
+pub fn aor_key(uri: &[u8]) -> Option<Cow<'_, [u8]>> {
+    key_of_uri(uri).map_err(|why| lm_err!("{why} [{}]", show(uri))).ok()
 }
 
 /// Stores the current transaction for the AoR of `uri`, or of the request URI when `uri` is None
@@ -56,6 +60,7 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
         _ => unsafe { msg::request_uri(msg) },
     };
     let Some(key) = aor_key(uri) else { return -1 };
+    let key = &*key;
     let Some(t) = tm::current() else {
         lm_err!("no transaction defined for {} (call t_newtran() or t_relay() first)", show(key));
         return -1;

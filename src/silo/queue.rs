@@ -134,6 +134,13 @@ impl<A: ShmAlloc> ShmQueue<A> {
         self.seq.load(Ordering::Acquire)
     }
 
+    /// Entries waiting now.
+    pub fn len(&self) -> u32 {
+        let _guard = self.lock.lock();
+        // SAFETY: read under the lock.
+        unsafe { (*self.list.get()).len }
+    }
+
     /// Sleeps until a push after `seen`, or `timeout_ms` passes.
     pub fn wait(&self, seen: u32, timeout_ms: u64) {
         let ts = libc::timespec { tv_sec: (timeout_ms / 1000) as _, tv_nsec: ((timeout_ms % 1000) * 1_000_000) as _ };

@@ -371,6 +371,12 @@ impl Ua {
         Ua { user: user.into(), sock, port, proxy, queue: Default::default(), cseq: std::cell::Cell::new(0) }
     }
 
+    /// A UA on a given loopback port, if it is free.
+    pub fn on_port(user: &str, proxy: u16, port: u16) -> Option<Ua> {
+        let sock = UdpSocket::bind(("127.0.0.1", port)).ok()?;
+        Some(Ua { user: user.into(), sock, port, proxy, queue: Default::default(), cseq: std::cell::Cell::new(0) })
+    }
+
     pub fn contact_uri(&self) -> String {
         format!("sip:{}@127.0.0.1:{}", self.user, self.port)
     }
@@ -450,8 +456,13 @@ impl Ua {
 
     /// REGISTERs this UA's contact for its user; returns the final reply.
     pub fn register(&self, extra_headers: &str) -> SipMsg {
+        self.register_in("127.0.0.1", extra_headers)
+    }
+
+    /// As `register`, for the AoR `user@domain`.
+    pub fn register_in(&self, domain: &str, extra_headers: &str) -> SipMsg {
         let cseq = self.next_cseq();
-        let to = format!("<sip:{}@127.0.0.1>", self.user);
+        let to = format!("<sip:{}@{domain}>", self.user);
         self.request("REGISTER", &format!("sip:127.0.0.1:{}", self.proxy), &to, &format!("reg-{}-{}", self.port, self.user), &format!("r{}", self.port), cseq, &format!("Expires: 600\r\n{extra_headers}"), "");
         self.final_reply("REGISTER", Duration::from_secs(5))
     }
@@ -473,9 +484,14 @@ impl Ua {
 
     /// Starts an INVITE (or MESSAGE, ...) to `user` via the proxy.
     pub fn call(&self, method: &str, user: &str, extra: &str) -> Call {
+        self.call_uri(method, &format!("sip:{user}@127.0.0.1"), extra)
+    }
+
+    /// As `call`, to any Request-URI (To: the same URI without parameters).
+    pub fn call_uri(&self, method: &str, ruri: &str, extra: &str) -> Call {
         let cseq = self.next_cseq();
-        let ruri = format!("sip:{user}@127.0.0.1");
-        let to = format!("<{ruri}>");
+        let ruri = ruri.to_string();
+        let to = format!("<{}>", ruri.split(';').next().unwrap());
         let call_id = format!("call-{}", rand_hex());
         let from_tag = rand_hex();
         let body = if method == "INVITE" {
