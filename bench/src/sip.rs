@@ -535,9 +535,7 @@ impl Engine {
                 let now = Instant::now();
                 self.d2_invites.push((call, now));
                 let c = &mut self.calls[call];
-                if c.d2_invite.is_none()
-                    && let Some(sent) = c.d2_register_sent
-                {
+                if let (None, Some(sent)) = (&c.d2_invite, c.d2_register_sent) {
                     self.latencies.push(now - sent);
                 }
                 c.d2_invite = Some(msg.to_string());

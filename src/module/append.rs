@@ -104,9 +104,7 @@ pub fn append_now(id: TransactionId, branches: &Branches, contact: Option<&CStr>
         count(|c| &c.append_answered);
         return ANSWERED;
     }
-    if cell.is_suspended()
-        && let Some(&route) = RESUME_ROUTE.get()
-    {
+    if let (true, Some(&route)) = (cell.is_suspended(), RESUME_ROUTE.get()) {
         drop(t);
         let ok = tm::resume(id, route);
         lm_info!("transaction [{}:{}] was suspended: resumed it (resume_route) -> {ok}", id.index, id.label);
