@@ -16,8 +16,9 @@ fn kamailio_loads_our_module_and_answers_sip_and_rpc() {
     let k = Kamailio::start(&config());
     let ua = Ua::new("alice", k.port);
     assert_eq!(ua.options().and_then(|r| r.status()), Some(200));
+    // The installed Kamailio (5.6.3 on Debian 12, 6.0.1 on Debian 13) loaded us.
     let version = k.kamcmd(&["core.version"]).unwrap();
-    assert!(version.contains("kamailio 5.6.3"), "{version}");
+    assert!(version.contains(&installed_version()), "{version}");
     // The tsilo.so mapped into Kamailio is ours, not Debian's C module.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", k.pid)).unwrap();
     let ours = module_dir().join("tsilo.so").canonicalize().unwrap();

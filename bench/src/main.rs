@@ -260,15 +260,8 @@ fn auto_append_latency(plan: &Plan) -> Result<[(f64, f64); 2], String> {
 /// Two nodes of examples/cluster/node.cfg: calls arrive at A, the late device registers at B;
 /// REGISTER sent to B -> INVITE received from A, (p50, p99) ms.
 fn cluster_latency(plan: &Plan) -> Result<(f64, f64), String> {
-    let cfg = std::fs::read_to_string(harness::manifest_path("../examples/cluster/node.cfg")).map_err(|e| e.to_string())?;
-    let node = |peer: &str| {
-        Kamailio::start(&format!(
-            "#!define LISTEN udp:127.0.0.1:{{PORT}}\n#!define DMQ_SELF \"sip:127.0.0.1:{{PORT}}\"\n\
-             #!define DMQ_PEER \"sip:127.0.0.1:{peer}\"\n#!define CTL_SOCK \"unix:{{CTL}}\"\n{cfg}"
-        ))
-    };
-    let a = node("{PORT}");
-    let b = node(&a.port.to_string());
+    let a = harness::cluster_node(None);
+    let b = harness::cluster_node(Some(a.port));
     let deadline = Instant::now() + Duration::from_secs(15);
     while !a.kamcmd(&["dmq.list_nodes"]).unwrap_or_default().contains(&b.port.to_string()) {
         if Instant::now() > deadline {

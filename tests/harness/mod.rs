@@ -70,6 +70,7 @@ impl Kamailio {
         let port = free_port();
         let sock = dir.join("ctl.sock");
         let text = cfg
+            .replace("{DMQ_IP}", &dmq_ip(port))
             .replace("{PORT}", &port.to_string())
             .replace("{CTL}", sock.to_str().unwrap())
             .replace("{DIR}", dir.to_str().unwrap());
@@ -253,15 +254,25 @@ impl Drop for Kamailio {
     }
 }
 
-/// A node of examples/cluster/node.cfg on loopback; its DMQ peer is `peer` (its own port for
-/// the first node).
+/// The loopback address a cluster node on SIP `port` uses for DMQ: one of its own (dmq takes
+/// nodes on one IP address for one node since Kamailio 5.8), derived from the port, which the
+/// harness keeps unique, so peers can name it.
+pub fn dmq_ip(port: u16) -> String {
+    format!("127.{}.{}.2", port >> 8, port & 0xff)
+}
+
+/// A node of examples/cluster/node.cfg on loopback; its DMQ peer is the node on SIP port
+/// `peer` (none for the first node).
 pub fn cluster_node(peer: Option<u16>) -> Kamailio {
-    let peer = peer.map_or("{PORT}".to_string(), |p| p.to_string());
+    // From the bench crate (bench/), the example is one directory up.
+    let path = [manifest_path("examples/cluster/node.cfg"), manifest_path("../examples/cluster/node.cfg")].into_iter().find(|p| p.exists()).unwrap();
+    let cfg = fs::read_to_string(path).unwrap();
+    // The port is known once the harness picked it: {PORT} and {DMQ_IP} are filled in then.
+    let peer = peer.map_or_else(|| "sip:{DMQ_IP}:{PORT}".to_string(), |p| format!("sip:{}:{p}", dmq_ip(p)));
     let defines = format!(
-        "#!define LISTEN udp:127.0.0.1:{{PORT}}\n#!define DMQ_SELF \"sip:127.0.0.1:{{PORT}}\"\n\
-         #!define DMQ_PEER \"sip:127.0.0.1:{peer}\"\n#!define CTL_SOCK \"unix:{{CTL}}\"\n"
+        "#!define LISTEN udp:127.0.0.1:{{PORT}}\n#!define DMQ_LISTEN udp:{{DMQ_IP}}:{{PORT}}\n\
+         #!define DMQ_SELF \"sip:{{DMQ_IP}}:{{PORT}}\"\n#!define DMQ_PEER \"{peer}\"\n#!define CTL_SOCK \"unix:{{CTL}}\"\n"
     );
-    let cfg = fs::read_to_string(manifest_path("examples/cluster/node.cfg")).unwrap();
     Kamailio::start(&(defines + &cfg))
 }
 
@@ -272,6 +283,13 @@ pub fn wait_knows(k: &Kamailio, port: u16) {
         assert!(Instant::now() < deadline, "node {} does not know node {port}", k.port);
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The installed Kamailio's version line, e.g. `kamailio 6.0.1 (x86_64/linux)` (`kamailio -V`).
+pub fn installed_version() -> String {
+    let out = Command::new("kamailio").arg("-V").output().expect("kamailio -V");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| l.strip_prefix("version: ")).map(|v| v.trim().to_string()).unwrap_or_else(|| panic!("no version in:\n{text}"))
 }
 
 /// `kamailio -c` on a config (placeholders filled with dummies); (ok, output).
