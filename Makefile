@@ -2,6 +2,7 @@
 #   make deps      apt packages (kamailio, sipp, libclang) and the Kamailio headers
 #   make           build build/tsilo.so (release)
 #   make test      deps + build + unit and integration tests (what CI runs)
+#   make test-debian13  make test in a Debian 13 root (debootstrap, cached in DEBIAN13_CACHE)
 #   make demo      deps + build + Kamailio running examples/kamailio.cfg with this module
 #   make bench     C tsilo.so vs ours, interleaved rounds -> bench/results.json + README table
 #   make soak      100k mixed calls, then 3000 relay collisions per variant, against ours (about 25 minutes)
@@ -10,11 +11,18 @@
 
 MODULES_DIR ?= /usr/local/lib/kamailio/modules
 CARGO ?= cargo
-# Packages the build and the tests need (Debian bookworm names).
-APT_PACKAGES := kamailio kamailio-utils-modules kamailio-lua-modules sip-tester libclang1-14 libclang-common-14-dev \
+# bindgen's libclang and clang's builtin headers: LLVM 14 on Debian 12, 19 on Debian 13; on another
+# release, the version libclang-dev depends on. `make LLVM_VERSION=N` overrides.
+LLVM_VERSION := $(shell . /etc/os-release; case "$$VERSION_CODENAME" in (bookworm) echo 14;; (trixie) echo 19;; \
+                  (*) apt-cache depends libclang-dev 2>/dev/null | sed -n 's/.*Depends: libclang-\([0-9]*\)-dev$$/\1/p' | head -1;; esac)
+# Packages the build and the tests need.
+APT_PACKAGES := kamailio kamailio-utils-modules kamailio-lua-modules sip-tester \
+                libclang1-$(LLVM_VERSION) libclang-common-$(LLVM_VERSION)-dev \
                 make gcc libc6-dev binutils python3 ca-certificates
+# The Debian 13 root of make test-debian13 (.ci/debian13.sh): made once here, reused by later runs.
+DEBIAN13_CACHE ?= /var/cache/tsilo-rs/debian13
 
-.PHONY: all build deps headers test demo bench soak install clean
+.PHONY: all build deps headers test test-debian13 demo bench soak install clean
 
 all: build
 
@@ -28,6 +36,7 @@ build/tsilo.so: $(shell find src c_shim -type f) build.rs Cargo.toml
 
 # Installs only what is missing, so a second run is quick and needs no network.
 deps:
+	@[ -n "$(LLVM_VERSION)" ] || { echo "deps: cannot tell which libclang this release has (set LLVM_VERSION=N)"; exit 1; }
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
@@ -42,6 +51,10 @@ headers:
 # Unit and integration tests, plus a short smoke of the benchmark and the soak (bench/tests).
 test: deps build
 	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) test --release --workspace
+
+# make test again inside a Debian 13 root (kamailio 6.0, Debian's Rust 1.85), on the committed HEAD.
+test-debian13:
+	.ci/debian13.sh $(DEBIAN13_CACHE)
 
 bench: deps build
 	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) run --release -p tsilo-bench -- bench \

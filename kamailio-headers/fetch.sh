@@ -11,25 +11,39 @@ upstream=${pkgver#*:}; upstream=${upstream%%-*}          # 5.6.3-2 -> 5.6.3
 tree=$here/kamailio-$upstream
 
 if [ ! -f "$tree/src/core/ver_defs.h" ]; then
-    # apt-get source needs a deb-src entry; add Debian's own for this release if none is enabled.
+    # apt-get source needs a deb-src entry; if none is enabled, add one for this release, on the same
+    # archive (URI and key) as this machine's own `deb` entry: no mirror address is written here.
     if ! grep -rqsE '^(deb-src|Types:.*deb-src)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
         codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-        cat > /etc/apt/sources.list.d/tsilo-deb-src.sources <<SRC
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: $codename $codename-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+        read -r uri signed_by < <("$here/debian-archive.sh" "$codename") || exit 1
+        {
+            echo "Types: deb-src"
+            echo "URIs: $uri"
+            echo "Suites: $codename $codename-updates"
+            echo "Components: main"
+            [ -z "$signed_by" ] || echo "Signed-By: $signed_by"
+        } > /etc/apt/sources.list.d/tsilo-deb-src.sources
         apt-get update -qq
     fi
     dl=$(mktemp -d)
     trap 'rm -rf "$dl"' EXIT
-    chmod 755 "$dl"   # apt's download user must be able to write here
-    ( cd "$dl" && apt-get source --download-only -qq "kamailio=$pkgver" >&2 ) || {
-        echo "fetch.sh: apt-get source kamailio=$pkgver failed (is a deb-src entry enabled?)" >&2; exit 1; }
-    mkdir -p "$tree.tmp"
-    tar -xzf "$dl/kamailio_$upstream.orig.tar.gz" -C "$tree.tmp" --strip-components=1 \
+    chown _apt "$dl" 2>/dev/null || chmod 755 "$dl"   # apt downloads as user _apt
+    # Debian 13: the mirror lacks kamailio_6.0.1.orig.tar.gz.asc (404), so apt-get source fails although
+    # the .dsc and the tarball arrived. What counts is the tarball's sha256 against the .dsc, below.
+    ( cd "$dl" && apt-get source --download-only -qq "kamailio=$pkgver" >&2 ) ||
+        echo "fetch.sh: apt-get source kamailio=$pkgver exited non-zero; checking what arrived" >&2
+    dsc=$dl/kamailio_${pkgver#*:}.dsc
+    [ -f "$dsc" ] || { echo "fetch.sh: no $(basename "$dsc") (is a deb-src entry enabled?)" >&2; exit 1; }
+    # Checksums-Sha256 of the .dsc: " <sha256> <size> <name>" lines; the orig tarball, not its .asc.
+    read -r sum orig < <(awk -v pfx="kamailio_$upstream.orig.tar." '
+        /^Checksums-Sha256:/ { on = 1; next }  /^[^ ]/ { on = 0 }
+        on && index($3, pfx) == 1 && $3 !~ /\.asc$/ { print $1, $3; exit }' "$dsc") || {
+        echo "fetch.sh: no orig tarball in the Checksums-Sha256 of $(basename "$dsc")" >&2; exit 1; }
+    [ -f "$dl/$orig" ] || { echo "fetch.sh: $orig did not arrive" >&2; exit 1; }
+    echo "$sum  $dl/$orig" | sha256sum --check --status || {
+        echo "fetch.sh: SHA256 MISMATCH: $orig does not match $(basename "$dsc") (want $sum)" >&2; exit 1; }
+    rm -rf "$tree.tmp" && mkdir -p "$tree.tmp"
+    tar -xf "$dl/$orig" -C "$tree.tmp" --strip-components=1 \
         "kamailio-$upstream/src"
     rm -rf "$tree" && mv "$tree.tmp" "$tree"
 fi

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `make test` inside a Debian 13 (trixie) root: Debian's kamailio 6.0.x and Debian's own Rust (1.85),
+# as a new Debian 13 user would run it. Called by `make test-debian13`; exit code = the inner make test's.
+#
+#   .ci/debian13.sh CACHE        (default CACHE: /var/cache/tsilo-rs/debian13, see the Makefile)
+#   CACHE/base    pristine root, made once: debootstrap --variant=minbase + rustc cargo make git
+#                 ca-certificates, this machine's CA certificates; never changed afterwards
+#   CACHE/root    this run's root: a fresh copy of base, the project cloned (committed HEAD) into
+#                 /src/tsilo-rs; `make test` there runs `make deps` (kamailio, libclang, ...) itself
+#   CACHE/cargo   CARGO_HOME in the root, CACHE/apt its /var/cache/apt/archives: downloads kept between runs
+# The mirror is this machine's own Debian archive (kamailio-headers/debian-archive.sh).
+set -euo pipefail
+
+suite=trixie
+cache=${1:-/var/cache/tsilo-rs/debian13}
+mkdir -p "$cache" && cache=$(cd "$cache" && pwd -P)   # canonical: compared with /proc/PID/root below
+repo=$(cd "$(dirname "$0")/.." && pwd)
+base=$cache/base root=$cache/root
+say() { echo "debian13: $*" >&2; }
+
+command -v debootstrap >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap; }
+mkdir -p "$cache/cargo" "$cache/apt"
+
+# 1. The pristine root, once.
+if [ ! -f "$base/etc/tsilo-base" ]; then
+    read -r mirror keyring < <("$repo/kamailio-headers/debian-archive.sh") || exit 1
+    say "creating $base (debootstrap $suite from this machine's Debian archive)"
+    rm -rf --one-file-system "$base.tmp" "$base"
+    debootstrap --variant=minbase ${keyring:+--keyring="$keyring"} \
+        --include=rustc,cargo,make,git,ca-certificates "$suite" "$base.tmp" "$mirror" >&2
+    # The proxy's CAs as local CAs: update-ca-certificates (and apt's later runs of it) keep them.
+    cp /usr/local/share/ca-certificates/*.crt "$base.tmp/usr/local/share/ca-certificates/"
+    chroot "$base.tmp" update-ca-certificates >/dev/null
+    # No daemon of a package (kamailio) may start inside the root.
+    printf '#!/bin/sh\nexit 101\n' > "$base.tmp/usr/sbin/policy-rc.d" && chmod 755 "$base.tmp/usr/sbin/policy-rc.d"
+    [ -f "$base.tmp/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$base.tmp/etc/hosts"
+    date -u > "$base.tmp/etc/tsilo-base"
+    mv "$base.tmp" "$base"
+fi
+
+# 2. This run's root: a fresh copy, a fresh clone.
+rm -rf --one-file-system "$root"     # never descends into a mount left behind: fails instead
+cp -a "$base" "$root"
+cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+git clone -q --no-checkout "$repo" "$root/src/tsilo-rs"
+git -C "$root/src/tsilo-rs" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
+say "testing $(git -C "$repo" log -1 --format='%h %s') in $root"
+
+# 3. Mounts, undone on any exit (failure, Ctrl-C, TERM): first every process of the root, by pid.
+mounted=()
+root_pids() { local p; for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && echo "${p#/proc/}"; done; true; }
+cleanup() {
+    local pids i
+    pids=$(root_pids)
+    if [ -n "$pids" ]; then
+        say "processes left in the root, killing:"; ps -o pid=,comm= -p $pids >&2 || true
+        kill -TERM $pids 2>/dev/null || true
+        for i in 1 2 3 4 5; do sleep 1; pids=$(root_pids); [ -z "$pids" ] && break; done
+        [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true; sleep 0.5
+    fi
+    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
+        umount "${mounted[i]}" || { say "umount ${mounted[i]} failed, detaching it"; umount -l "${mounted[i]}"; }
+    done
+    mounted=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+bind() { mkdir -p "$2"; mount --bind "$1" "$2"; mounted+=("$2"); }
+for m in /proc /dev /dev/pts /sys; do bind "$m" "$root$m"; done
+bind "$cache/cargo" "$root/var/cache/cargo"
+bind "$cache/apt" "$root/var/cache/apt/archives"
+
+# 4. make test as root in the root, with a clean environment (the host's proxy variables, if any).
+env=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
+     TERM="${TERM:-dumb}" CARGO_HOME=/var/cache/cargo)
+for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do [ -z "${!v:-}" ] || env+=("$v=${!v}"); done
+start=$SECONDS
+chroot "$root" /usr/bin/env -i "${env[@]}" sh -c 'cd /src/tsilo-rs && rustc --version && make test' &
+wait $! && rc=0 || rc=$?
+say "make test in Debian 13 exited $rc after $((SECONDS - start)) s"
+exit $rc
