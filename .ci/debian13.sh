@@ -27,8 +27,9 @@ if [ ! -f "$base/etc/tsilo-base" ]; then
     read -r mirror keyring < <("$repo/kamailio-headers/debian-archive.sh") || exit 1
     say "creating $base (debootstrap $suite from this machine's Debian archive)"
     rm -rf --one-file-system "$base.tmp" "$base"
+    # libc6-dev by name: debootstrap does not resolve rustc's virtual dependency libc-dev.
     debootstrap --variant=minbase ${keyring:+--keyring="$keyring"} \
-        --include=rustc,cargo,make,git,ca-certificates "$suite" "$base.tmp" "$mirror" >&2
+        --include=rustc,cargo,libc6-dev,make,git,ca-certificates "$suite" "$base.tmp" "$mirror" >&2
     # The proxy's CAs as local CAs: update-ca-certificates (and apt's later runs of it) keep them.
     cp /usr/local/share/ca-certificates/*.crt "$base.tmp/usr/local/share/ca-certificates/"
     chroot "$base.tmp" update-ca-certificates >/dev/null
