@@ -190,7 +190,7 @@ fn memory_of_the_rpc_and_auto_append_processes_stays_flat() {
     assert!(after - before < 16 * 1024, "auto-append process pkg: {before} -> {after} bytes over 3000 appends");
     // XAVPs live in shm: a leak of one per lookup is ~160 bytes x 3000 (timers and usrloc move
     // a few KB meanwhile).
-    assert!(shm_after - shm_before < 48 * 1024, "shm: {shm_before} -> {shm_after} bytes over 3000 auto-appends");
+    assert!(shm_after as i64 - (shm_before as i64) < 48 * 1024, "shm: {shm_before} -> {shm_after} bytes over 3000 auto-appends");
 
     let rpc_appends = |n: usize| {
         for _ in 0..n {
@@ -202,7 +202,7 @@ fn memory_of_the_rpc_and_auto_append_processes_stays_flat() {
     rpc_appends(1000);
     let (after, shm_after) = (pkg_used(&k, "ctl handler"), k.shm_used());
     assert!(after - before < 16 * 1024, "RPC process pkg: {before} -> {after} bytes over 1000 appends");
-    assert!(shm_after - shm_before < 48 * 1024, "shm: {shm_before} -> {shm_after} bytes over 1000 ts.append");
+    assert!(shm_after as i64 - (shm_before as i64) < 48 * 1024, "shm: {shm_before} -> {shm_after} bytes over 1000 ts.append");
     phone.expect_no_request("INVITE", MS(100));
     assert!(trouble(&k).is_empty(), "{:#?}", trouble(&k));
 }

@@ -53,6 +53,8 @@ fn unique_dir() -> PathBuf {
 
 pub struct Kamailio {
     child: Child,
+    /// A config that must be refused: its exit and log are the test's business, not a failure.
+    expect_failure: bool,
     pub pid: u32,
     pub dir: PathBuf,
     pub port: u16,
@@ -93,7 +95,7 @@ impl Kamailio {
             .spawn()
             .expect("cannot run kamailio (make deps installs it)");
         let pid = child.id();
-        Kamailio { child, pid, dir, port, ctl: format!("unix:{}", sock.display()) }
+        Kamailio { child, expect_failure: false, pid, dir, port, ctl: format!("unix:{}", sock.display()) }
     }
 
     /// Starts Kamailio with `cfg` ({PORT}, {CTL}, {DIR} filled in) and waits until it answers RPC.
@@ -120,6 +122,7 @@ impl Kamailio {
     /// Starts a config that must be refused; returns Kamailio's log.
     pub fn start_expect_failure(cfg: &str) -> String {
         let mut k = Kamailio::spawn(cfg);
+        k.expect_failure = true;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = k.child.try_wait() {
@@ -233,11 +236,14 @@ impl Drop for Kamailio {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let mut killed = false;
         if let Ok(None) = self.child.try_wait() {
             eprintln!("kamailio {} did not stop within 10 s of SIGTERM: killing it", self.pid);
             let _ = self.child.kill();
             let _ = self.child.wait();
+            killed = true;
         }
+        let status = self.child.try_wait().ok().flatten();
         // A worker that outlived its main process would be orphaned forever: stop it too, by
         // the pid we saw it under (and only if it still runs this instance's config).
         for pid in workers {
@@ -248,9 +254,43 @@ impl Drop for Kamailio {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }
         }
-        if std::env::var_os("TSILO_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
+        // However the test went, Kamailio must have lived and ended well: no crash, no core, no
+        // CRITICAL line, at any moment up to and including its shutdown (destroy()).
+        let trouble = if self.expect_failure || std::thread::panicking() { Vec::new() } else { self.shutdown_trouble(status, killed) };
+        if std::env::var_os("TSILO_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() && trouble.is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
         }
+        if !trouble.is_empty() {
+            panic!("kamailio {} (in {}): {}\n{}", self.pid, self.dir.display(), trouble.join("; "), self.log_tail(30));
+        }
+    }
+}
+
+impl Kamailio {
+    /// What went wrong in this Kamailio's life, judged after it stopped.
+    fn shutdown_trouble(&self, status: Option<std::process::ExitStatus>, killed: bool) -> Vec<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let mut trouble = Vec::new();
+        if let Some(sig) = status.and_then(|s| s.signal()).filter(|_| !killed) {
+            trouble.push(format!("exited on signal {sig}"));
+        }
+        let cores: Vec<_> = fs::read_dir(&self.dir).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("core")).collect();
+        if !cores.is_empty() {
+            trouble.push(format!("left {} core file(s)", cores.len()));
+        }
+        let log = self.log();
+        // One CRITICAL line is Kamailio's own at shutdown: TCP main reading EOF from a child
+        // that exited before it ("receive_fd(): EOF on N", then "dead child ... shutting down?").
+        let stopping = log.find("signal 15 received").unwrap_or(log.len());
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("CRITICAL") || l.contains("SIGSEGV") || l.contains(" BUG:"))
+            .filter(|l| !(l.contains("receive_fd(): EOF on") && log.find(*l).is_some_and(|at| at > stopping)))
+            .collect();
+        if !bad.is_empty() {
+            trouble.push(format!("logged {} CRITICAL/BUG line(s), first: {}", bad.len(), bad[0]));
+        }
+        trouble
     }
 }
 
