@@ -19,8 +19,10 @@ LLVM_VERSION := $(shell . /etc/os-release; case "$$VERSION_CODENAME" in (bookwor
 APT_PACKAGES := kamailio kamailio-utils-modules kamailio-lua-modules sip-tester \
                 libclang1-$(LLVM_VERSION) libclang-common-$(LLVM_VERSION)-dev \
                 make gcc libc6-dev binutils python3 ca-certificates
-# The Debian 13 root of make test-debian13 (.ci/debian13.sh): made once here, reused by later runs.
+# The Debian 13 root of make test-debian13 (.ci/debian13.sh): made once here, reused by later runs;
+# DEBIAN13_TEST: what runs inside it, in a fresh clone of HEAD.
 DEBIAN13_CACHE ?= /var/cache/tsilo-rs/debian13
+DEBIAN13_TEST ?= make test
 
 .PHONY: all build deps headers test test-debian13 demo bench soak install clean
 
@@ -54,7 +56,7 @@ test: deps build
 
 # make test again inside a Debian 13 root (kamailio 6.0, Debian's Rust 1.85), on the committed HEAD.
 test-debian13:
-	.ci/debian13.sh $(DEBIAN13_CACHE)
+	.ci/debian13.sh $(DEBIAN13_CACHE) '$(DEBIAN13_TEST)'
 
 bench: deps build
 	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) run --release -p tsilo-bench -- bench \

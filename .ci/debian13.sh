@@ -2,7 +2,7 @@
 # `make test` inside a Debian 13 (trixie) root: Debian's kamailio 6.0.x and Debian's own Rust (1.85),
 # as a new Debian 13 user would run it. Called by `make test-debian13`; exit code = the inner make test's.
 #
-#   .ci/debian13.sh CACHE        (default CACHE: /var/cache/tsilo-rs/debian13, see the Makefile)
+#   .ci/debian13.sh [CACHE [COMMAND]]   (defaults: /var/cache/tsilo-rs/debian13, "make test"; see the Makefile)
 #   CACHE/base    pristine root, made once: debootstrap --variant=minbase + rustc cargo make git
 #                 ca-certificates, this machine's CA certificates; never changed afterwards
 #   CACHE/root    this run's root: a fresh copy of base, the project cloned (committed HEAD) into
@@ -14,9 +14,10 @@ set -euo pipefail
 suite=trixie
 cache=${1:-/var/cache/tsilo-rs/debian13}
 mkdir -p "$cache" && cache=$(cd "$cache" && pwd -P)   # canonical: compared with /proc/PID/root below
+command=${2:-make test}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 base=$cache/base root=$cache/root
-say() { echo "debian13: $*" >&2; }
+say() { echo "debian13 [$SECONDS s]: $*" >&2; }
 
 command -v debootstrap >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap; }
@@ -73,12 +74,12 @@ for m in /proc /dev /dev/pts /sys; do bind "$m" "$root$m"; done
 bind "$cache/cargo" "$root/var/cache/cargo"
 bind "$cache/apt" "$root/var/cache/apt/archives"
 
-# 4. make test as root in the root, with a clean environment (the host's proxy variables, if any).
+# 4. make test (or COMMAND) as root in the root, with a clean environment (the host's proxy variables, if any).
 env=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
      TERM="${TERM:-dumb}" CARGO_HOME=/var/cache/cargo)
 for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do [ -z "${!v:-}" ] || env+=("$v=${!v}"); done
-start=$SECONDS
-chroot "$root" /usr/bin/env -i "${env[@]}" sh -c 'cd /src/tsilo-rs && rustc --version && make test' &
+say "running '$command' in /src/tsilo-rs"
+chroot "$root" /usr/bin/env -i "${env[@]}" sh -c 'cd /src/tsilo-rs && rustc --version && eval "$1"' sh "$command" &
 wait $! && rc=0 || rc=$?
-say "make test in Debian 13 exited $rc after $((SECONDS - start)) s"
+say "'$command' in Debian 13 exited $rc"
 exit $rc
