@@ -31,13 +31,30 @@ pub fn manifest_path(rel: &str) -> PathBuf {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A loopback UDP port free right now, distinct across the threads of this test binary.
+/// Ports handed out to this process's tests: below Linux's ephemeral range (32768 and up, where
+/// the user agents' own sockets land), each reserved for the whole test process by a lock file
+/// that other test processes see, so no two tests, and no test and user agent, share one.
+const PORTS: std::ops::Range<u16> = 10000..32000;
+
+/// A loopback port free right now, reserved for this process.
 pub fn free_port() -> u16 {
-    let base = 20000 + (std::process::id() % 200) as u16 * 100;
+    static HELD: std::sync::Mutex<Vec<fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("tsilo-test-ports");
+    fs::create_dir_all(&dir).unwrap();
+    let span = u32::from(PORTS.end - PORTS.start);
+    // Start somewhere else in each process: fewer lock files to step over.
+    let start = std::process::id().wrapping_mul(2654435761) % span;
     loop {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let port = base + (n % 20000) as u16;
+        assert!(n < span, "no free port left in {PORTS:?}");
+        let port = PORTS.start + ((start + n) % span) as u16;
+        let Ok(file) = fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(port.to_string())) else { continue };
+        // SAFETY: flock on a file we own; released when this process exits.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue; // another test process holds it
+        }
         if UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().unwrap().push(file);
             return port;
         }
     }
