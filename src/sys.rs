@@ -46,14 +46,19 @@ mod tests {
 
     #[test]
     fn known_debian_layout() {
-        // Values measured on Debian bookworm's kamailio 5.6.3 (shared/KAMAILIO-NOTES.md): a tree
-        // configured with other defines would still agree with gcc above, but not with the binary.
-        if version::FULL_VERSION.to_bytes() == b"kamailio 5.6.3 (x86_64/linux)" {
-            assert_eq!(size_of::<sip_msg>(), 2008);
-            assert_eq!(size_of::<cell>(), 624);
-            assert_eq!(offset_of!(cell, uas), 192);
-            assert_eq!(size_of::<tm_binds>(), 560);
-            assert_eq!(size_of::<registrar_api_t>(), 56);
+        // Sizes of Debian's own builds (KAMAILIO-NOTES.md; 6.0.1: Debian 13's): a tree configured
+        // with other defines would still agree with gcc above, but not with the binary. The
+        // integration tests check the same at run time (tests/store.rs compares the ids TM
+        // prints with the ones read through these offsets), for any version.
+        let known: &[(&[u8], [usize; 5])] = &[
+            // sip_msg, cell, offsetof(cell, uas), tm_binds, registrar_api_t
+            (b"kamailio 5.6.3 (x86_64/linux)", [2008, 624, 192, 560, 56]),
+            (b"kamailio 6.0.1 (x86_64/linux)", [2016, 688, 240, 600, 56]),
+        ];
+        let ours = [size_of::<sip_msg>(), size_of::<cell>(), offset_of!(cell, uas), size_of::<tm_binds>(), size_of::<registrar_api_t>()];
+        match known.iter().find(|(v, _)| *v == version::FULL_VERSION.to_bytes()) {
+            Some((_, sizes)) => assert_eq!(&ours, sizes),
+            None => eprintln!("no known Debian layout for {:?}: checked against gcc only", version::FULL_VERSION),
         }
     }
 }
