@@ -268,8 +268,8 @@ fn slots_for(entries: usize) -> u32 {
 
 fn size_label(n: usize) -> String {
     match n {
-        _ if n >= 1_000_000 && n.is_multiple_of(1_000_000) => format!("{}M", n / 1_000_000),
-        _ if n >= 1_000 && n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
+        _ if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        _ if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
         _ => n.to_string(),
     }
 }
