@@ -5,8 +5,9 @@
 #   .ci/debian13.sh [CACHE [COMMAND]]   (defaults: /var/cache/tsilo-rs/debian13, "make test"; see the Makefile)
 #   CACHE/base    pristine root, made once: debootstrap --variant=minbase + rustc cargo make git
 #                 ca-certificates, this machine's CA certificates; never changed afterwards
-#   CACHE/root    this run's root: a fresh copy of base, the project cloned (committed HEAD) into
-#                 /src/tsilo-rs; `make test` there runs `make deps` (kamailio, libclang, ...) itself
+#   CACHE/root    this run's root: base under an overlay whose upper layer (CACHE/upper) starts empty
+#                 each run; the project cloned (committed HEAD) into /src/tsilo-rs, where `make test`
+#                 runs `make deps` (kamailio, libclang, ...) itself. Mounted only while the script runs.
 #   CACHE/cargo   CARGO_HOME in the root, CACHE/apt its /var/cache/apt/archives: downloads kept between runs
 # The mirror is this machine's own Debian archive (kamailio-headers/debian-archive.sh).
 set -euo pipefail
@@ -41,25 +42,17 @@ if [ ! -f "$base/etc/tsilo-base" ]; then
     mv "$base.tmp" "$base"
 fi
 
-# 2. This run's root: a fresh copy, a fresh clone.
-rm -rf --one-file-system "$root"     # never descends into a mount left behind: fails instead
-cp -a "$base" "$root"
-cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-git clone -q --no-checkout "$repo" "$root/src/tsilo-rs"
-git -C "$root/src/tsilo-rs" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
-say "testing $(git -C "$repo" log -1 --format='%h %s') in $root"
-
-# 3. Mounts, undone on any exit (failure, Ctrl-C, TERM): first every process of the root, by pid.
+# 2. Mounts, undone on any exit (failure, Ctrl-C, TERM): first every process of the root, by pid.
 mounted=()
 root_pids() { local p; for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] && echo "${p#/proc/}"; done; true; }
 cleanup() {
     local pids i
     pids=$(root_pids)
     if [ -n "$pids" ]; then
-        say "processes left in the root, killing:"; ps -o pid=,comm= -p $pids >&2 || true
+        say "processes left in the root, killing:"; ps -o pid=,args= -p $pids >&2 || true
         kill -TERM $pids 2>/dev/null || true
         for i in 1 2 3 4 5; do sleep 1; pids=$(root_pids); [ -z "$pids" ] && break; done
-        [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true; sleep 0.5
+        [ -z "$pids" ] || { kill -KILL $pids 2>/dev/null || true; sleep 1; }
     fi
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
         umount "${mounted[i]}" || { say "umount ${mounted[i]} failed, detaching it"; umount -l "${mounted[i]}"; }
@@ -70,6 +63,17 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 bind() { mkdir -p "$2"; mount --bind "$1" "$2"; mounted+=("$2"); }
+
+# 3. This run's root: base under a fresh, empty overlay (the run's writes land in CACHE/upper), a fresh clone.
+if mountpoint -q "$root"; then say "$root is still mounted (a killed run?): umount it first"; exit 1; fi
+rm -rf --one-file-system "$root" "$cache/upper" "$cache/work"   # never descends into a mount: fails instead
+mkdir -p "$root" "$cache/upper" "$cache/work"
+mount -t overlay tsilo-debian13 -o "lowerdir=$base,upperdir=$cache/upper,workdir=$cache/work" "$root"
+mounted+=("$root")
+cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+git clone -q --no-checkout "$repo" "$root/src/tsilo-rs"
+git -C "$root/src/tsilo-rs" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
+say "testing $(git -C "$repo" log -1 --format='%h %s') in $root"
 for m in /proc /dev /dev/pts /sys; do bind "$m" "$root$m"; done
 bind "$cache/cargo" "$root/var/cache/cargo"
 bind "$cache/apt" "$root/var/cache/apt/archives"
