@@ -136,6 +136,53 @@ fn no_branch_after_the_caller_cancels() {
 }
 
 #[test]
+fn a_cancelled_call_still_waiting_for_its_487_gets_no_branch() {
+    // The CANCEL has arrived, the phone has not answered it yet: no final reply, but cancelled.
+    // Only the cancelled guard stands between this call and a new branch.
+    let k = start(30000);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    let laptop = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (call, inv) = ringing_call(&alice, &phone);
+    let (index, label) = stored_id(&k, "bob");
+    alice.cancel(&call);
+    let cancel = phone.expect_request("CANCEL", SECS(5));
+    tablet.register(&tagged("tablet", "append"));
+    assert_eq!(append_rc(&k, "tablet"), 1, "ts_append: the AoR had a stored call");
+    laptop.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\n", tagged("laptop", "to3")));
+    assert_eq!(append_rc(&k, "laptop"), -2, "ts_append_to on a cancelled transaction");
+    assert_eq!(k.stat("tsilo:append_canceled"), 2);
+    assert_eq!(k.stat("tsilo:added_branches"), 0);
+    tablet.expect_no_request("INVITE", MS(300));
+    laptop.expect_no_request("INVITE", MS(100));
+    phone.reply(&cancel, 200, "OK");
+    phone.reply(&inv, 487, "Request Terminated");
+    assert_eq!(alice.final_reply("INVITE", SECS(5)).status(), Some(487));
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)), "cleaned up after the CANCEL");
+    assert_eq!(k.stat("tsilo:stored_ruris"), 0);
+}
+
+#[test]
+fn an_answered_call_gets_no_branch_and_ts_append_to_says_so() {
+    let k = start(30000);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (call, inv) = ringing_call(&alice, &phone);
+    let (index, label) = stored_id(&k, "bob");
+    phone.reply(&inv, 200, "OK");
+    let ok = alice.final_reply("INVITE", SECS(5));
+    tablet.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\n", tagged("tablet", "to3")));
+    assert_eq!(append_rc(&k, "tablet"), -3);
+    assert_eq!(k.stat("tsilo:append_answered"), 1);
+    tablet.expect_no_request("INVITE", MS(300));
+    alice.hangup_via(&call, &ok, &phone);
+}
+
+#[test]
 fn no_branch_after_fr_inv_timer_expiry() {
     let k = start(1500);
     let alice = Ua::new("alice", k.port);
@@ -165,13 +212,24 @@ fn ts_append_to_with_three_and_four_parameters() {
 
     tablet.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\n", tagged("tablet", "to3")));
     assert_eq!(append_rc(&k, "tablet"), 1, "one branch sent");
-    tablet.expect_request("INVITE", SECS(5));
+    let tinv = tablet.expect_request("INVITE", SECS(5));
+    tablet.reply(&tinv, 180, "Ringing");
 
-    laptop.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\nX-Uri: sip:bob@127.0.0.1\r\n", tagged("laptop", "to4")));
+    // The 4th parameter names whose contacts to look up: carol's desk gets bob's call (a
+    // call pickup), bob's laptop does not.
+    let desk = Ua::new("carol", k.port);
+    desk.register(&tagged("desk", "none"));
+    laptop.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\nX-Uri: sip:carol@127.0.0.1\r\n", tagged("laptop", "to4")));
     assert_eq!(append_rc(&k, "laptop"), 1);
-    laptop.expect_request("INVITE", SECS(5));
-    tablet.expect_no_request("INVITE", MS(300));
+    let dinv = desk.expect_request("INVITE", SECS(5));
+    desk.reply(&dinv, 180, "Ringing");
+    laptop.expect_no_request("INVITE", MS(300));
+    tablet.expect_no_request("INVITE", MS(100));
     assert_eq!(k.stat("tsilo:added_branches"), 2);
+    // No contact for the URI: -4.
+    laptop.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\nX-Uri: sip:nobody@127.0.0.1\r\n", tagged("laptop2", "to4")));
+    assert_eq!(append_rc(&k, "laptop2"), -4);
+    assert_eq!(k.stat("tsilo:append_lookup_failed"), 1);
 }
 
 #[test]
