@@ -67,15 +67,44 @@ fn a_suspended_call_on_a_is_resumed_when_a_device_registers_on_b() {
     drop(b);
 }
 
+/// Waits until node `k`'s usrloc has `contact` for `user` (replicated or local).
+fn wait_contact(k: &Kamailio, user: &str, contact: &str) -> bool {
+    let deadline = std::time::Instant::now() + SECS(10);
+    while std::time::Instant::now() < deadline {
+        if k.kamcmd(&["ul.lookup", "location", user]).is_ok_and(|out| out.contains(contact)) {
+            return true;
+        }
+        std::thread::sleep(MS(50));
+    }
+    false
+}
+
 #[test]
 fn node_b_stopping_does_not_disturb_node_a() {
     let (a, b) = cluster();
-    let baseline = a.shm_used();
-    drop(b); // stopped mid-test
     let alice = Ua::new("alice", a.port);
     let phone = Ua::new("dave", a.port);
     let tablet = Ua::new("dave", a.port);
+    // B is in the middle of things when it stops: a call waits on A, a device of its user
+    // registers at B, B replicates it to A, A rings it.
+    let watch = Ua::new("dave", b.port);
     phone.register("");
+    let call = alice.invite("dave");
+    let inv = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&inv, 180, "Ringing");
+    watch.register("");
+    assert!(wait_contact(&a, "dave", &watch.contact_uri()), "A never got the contact B saved");
+    let winv = watch.expect_request("INVITE", SECS(5));
+    watch.reply(&winv, 180, "Ringing");
+    let baseline = a.shm_used();
+    drop(b); // stopped mid-call
+    watch.reply(&winv, 486, "Busy Here");
+    phone.reply(&inv, 486, "Busy Here");
+    let r = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(r.status(), Some(486));
+    alice.ack(&call, &r);
+    // The watch went with B: forget its contact on A.
+    a.kamcmd(&["ul.rm_contact", "location", "dave", &watch.contact_uri()]).unwrap();
     for _ in 0..3 {
         tablet.unregister();
         let call = alice.invite("dave");
@@ -134,7 +163,8 @@ fn a_node_joining_late_causes_no_stale_appends() {
     // Node C joins now and syncs every contact (fred's phone included) from the cluster.
     let c = cluster_node(Some(b.port));
     wait_knows(&c, a.port);
-    std::thread::sleep(MS(1000));
+    // C has the phone's contact (DMQ's sync inserted it there, running usrloc's callbacks).
+    assert!(wait_contact(&c, "fred", &phone.contact_uri()), "node C never got fred's contact");
     // No node appended anything: the phone rings once, from A, and C stores no call.
     phone.expect_no_request("INVITE", MS(500));
     for k in [&a, &b, &c] {
