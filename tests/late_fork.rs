@@ -146,6 +146,42 @@ fn hundreds_of_late_forks_leave_shm_and_pkg_where_they_were() {
 }
 
 #[test]
+fn with_use_domain_a_register_appends_to_the_calls_of_its_own_domain_only() {
+    // usrloc keys by user here (its own use_domain is off): both calls ring bob's phone; tsilo's
+    // keys are bob@127.0.0.1 and bob@other.example, from each INVITE's R-URI (ts_store()).
+    let k = Kamailio::start(&CFG.replace("{FR_INV}", "30000").replace("{USE_DOMAIN}", "1"));
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let here = alice.call_uri("INVITE", "sip:bob@127.0.0.1", "");
+    let inv1 = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&inv1, 180, "Ringing");
+    let there = alice.call_uri("INVITE", "sip:bob@other.example", "");
+    let inv2 = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&inv2, 180, "Ringing");
+    assert!(k.kamcmd(&["ts.lookup", "bob@127.0.0.1"]).is_ok());
+    assert!(k.kamcmd(&["ts.lookup", "sip:bob@other.example"]).is_ok());
+    // The tablet registers as bob@127.0.0.1: ts_append("location", "$tu") reaches that call only.
+    tablet.register(&tagged("tablet", "append"));
+    assert_eq!(append_rc(&k, "tablet"), 1);
+    let tinv = tablet.expect_request("INVITE", SECS(5));
+    assert_eq!(tinv.call_id(), here.call_id);
+    tablet.reply(&tinv, 180, "Ringing");
+    tablet.expect_no_request("INVITE", MS(300));
+    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    for (call, ua_invs) in [(&here, vec![(&phone, &inv1), (&tablet, &tinv)]), (&there, vec![(&phone, &inv2)])] {
+        alice.cancel(call);
+        for (ua, inv) in ua_invs {
+            ua.answer_cancel(inv, SECS(5));
+        }
+        let r = alice.final_reply("INVITE", SECS(5));
+        alice.ack(call, &r);
+    }
+    assert!(k.wait_stat("tsilo:stored_ruris", 0, SECS(10)));
+}
+
+#[test]
 fn a_message_reaches_a_device_that_registers_during_its_transaction() {
     let k = start(10000);
     let alice = Ua::new("alice", k.port);
