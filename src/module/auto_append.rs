@@ -47,7 +47,7 @@ pub fn init(table: &[u8]) -> Result<(), String> {
 /// Contacts waiting for the auto-append process (None: auto_append is off).
 pub fn queued() -> Option<u32> {
     // SAFETY: created in mod_init, never freed while Kamailio runs.
-    SHARED.get().map(|s| unsafe { s.queue.as_ref() }.len())
+    SHARED.get().map(|s| unsafe { s.queue.as_ref() }.waiting())
 }
 
 /// child_init of the main process: start the auto-append process.

@@ -135,7 +135,7 @@ impl<A: ShmAlloc> ShmQueue<A> {
     }
 
     /// Entries waiting now.
-    pub fn len(&self) -> u32 {
+    pub fn waiting(&self) -> u32 {
         let _guard = self.lock.lock();
         // SAFETY: read under the lock.
         unsafe { (*self.list.get()).len }
