@@ -39,6 +39,9 @@ enum Variant {
     /// Two nodes (examples/cluster/node.cfg): INVITE to A, device 2 REGISTERs at B, A's
     /// auto_append appends the contact DMQ replicated.
     Cluster,
+    /// Store before relay; device 2 sends two REGISTERs at once, after the relay: two workers
+    /// append the same new contact to the same call at the same moment.
+    TwoRegisters,
 }
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -53,7 +56,7 @@ struct Setup {
 
 fn start(variant: Variant) -> Setup {
     let define = match variant {
-        Variant::StoreBeforeRelay => "",
+        Variant::StoreBeforeRelay | Variant::TwoRegisters => "",
         Variant::StoreAfterRelay => "#!define STORE_AFTER\n",
         Variant::AutoAppend => "#!define AUTO_APPEND\n",
         Variant::AppendByContact => "#!define APPEND_CONTACT\n",
@@ -181,6 +184,8 @@ impl RoundResult {
 /// Per-round timing: how long device 2 may take to ring after both requests left.
 struct Timing {
     ring: Duration,
+    /// Device 2 sends its REGISTER twice, back to back.
+    twice: bool,
 }
 
 /// One collision round for user `u{round}`: INVITE to `inv_port`, device 2 REGISTERs at
@@ -220,6 +225,9 @@ fn round(round: usize, inv_port: u16, reg_port: u16, offset_us: i64, timing: &Ti
         send_to(&caller.sock, inv_port, &call.request);
         spin_until(t0 + Duration::from_micros(offset_us as u64));
         send_to(&dev2.sock, reg_port, &reg2);
+        if timing.twice {
+            send_to(&dev2.sock, reg_port, &register_text(&dev2, 2));
+        }
     } else {
         let tr = Instant::now();
         send_to(&dev2.sock, reg_port, &reg2);
@@ -296,7 +304,9 @@ fn round(round: usize, inv_port: u16, reg_port: u16, offset_us: i64, timing: &Ti
                     }
                     Some(_) => {}
                     None => {
-                        if i == 2 && m.cseq_method() == "REGISTER" && m.status().is_some_and(|s| s >= 200) {
+                        // Two REGISTERs at once: the older CSeq may be refused once the newer is
+                        // saved; one 200 is what counts.
+                        if i == 2 && m.cseq_method() == "REGISTER" && m.status().is_some_and(|s| s >= 200) && res.reg2_status != Some(200) {
                             res.reg2_status = m.status();
                         }
                     }
@@ -370,7 +380,8 @@ fn run(variant: Variant) {
     let inv_port = setup.nodes[0].port;
     let reg_port = setup.nodes[setup.reg_node].port;
     let cluster = variant == Variant::Cluster;
-    let timing = Timing { ring: if cluster { MS(1500) } else { MS(800) } };
+    let twice = variant == Variant::TwoRegisters;
+    let timing = Timing { ring: if cluster { MS(1500) } else { MS(800) }, twice };
 
     // Calibration: where the two requests' effects land. With a large negative offset device 2
     // is registered (and replicated) long before the INVITE: inv2 - inv1 is then the relay skew;
@@ -394,6 +405,9 @@ fn run(variant: Variant) {
         let center = ((relay - append) * 1000.0) as i64;
         eprintln!("cluster calibration: append {append:.3} ms after REGISTER, relay {relay:.3} ms after INVITE: center {center} us");
         (center - 1000, center + 1000)
+    } else if twice {
+        // After the INVITE's route: the two REGISTERs meet each other, not the relay.
+        (3000, 3400)
     } else {
         (0, 400)
     };
@@ -406,7 +420,7 @@ fn run(variant: Variant) {
         .map(|t| {
             let offs = offs.clone();
             let down = down.clone();
-            let timing = Timing { ring: timing.ring };
+            let timing = Timing { ring: timing.ring, twice: timing.twice };
             std::thread::spawn(move || {
                 let mut out = Vec::new();
                 for i in (t..n).step_by(threads) {
@@ -539,4 +553,9 @@ fn append_by_contact() {
 #[test]
 fn cluster() {
     run(Variant::Cluster);
+}
+
+#[test]
+fn two_registers_at_once() {
+    run(Variant::TwoRegisters);
 }

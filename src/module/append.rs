@@ -12,7 +12,7 @@ use super::{flight, silo};
 use crate::kam::dset::{self, DsetSnapshot};
 use crate::kam::str::show;
 use crate::kam::{registrar, tm};
-use crate::silo::{Counters, Deferral, TransactionId};
+use crate::silo::{Claim, Counters, TransactionId};
 use crate::sys;
 use std::ffi::{CStr, CString, c_int};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -60,27 +60,35 @@ pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>)
     append_cached(id, branches, contact, &mut LookupCache::default())
 }
 
-fn append_cached(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
-    if let Some(silo) = silo() {
-        match silo.defer(id, || flight::encode(branches, contact)) {
-            Deferral::NotInFlight => {}
-            Deferral::Deferred => {
-                silo.counters.append_deferred.fetch_add(1, Relaxed);
-                lm_dbg!("transaction [{}:{}] is being relayed: append deferred to the end of its route", id.index, id.label);
-                return OK;
-            }
-            Deferral::NoMemory => {
-                lm_err!("out of shared memory deferring an append to transaction [{}:{}]", id.index, id.label);
-                return ERROR;
-            }
-        }
-    }
-    append_now(id, branches, contact, cache)
+/// `append_to` with a lookup cache shared by several calls (one AoR's transactions).
+pub fn append_to_cached(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
+    append_cached(id, branches, contact, cache)
 }
 
-/// Appends branches to one transaction now (it is not in flight, or this is its storing
-/// process after the route). The caller's destination set is left as it was.
-pub fn append_now(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
+fn append_cached(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
+    let Some(silo) = silo() else { return ERROR };
+    match silo.claim(id, || flight::encode(branches, contact)) {
+        Claim::Mine(held) => {
+            let rc = append_now(id, branches, contact, cache);
+            // What others left while this process appended: carried out the same way.
+            flight::land_appends(held, id);
+            rc
+        }
+        Claim::Deferred => {
+            silo.counters.append_deferred.fetch_add(1, Relaxed);
+            lm_dbg!("transaction [{}:{}] is being relayed or appended to: append left to that process", id.index, id.label);
+            OK
+        }
+        Claim::NoMemory => {
+            lm_err!("out of shared memory appending to transaction [{}:{}]", id.index, id.label);
+            ERROR
+        }
+    }
+}
+
+/// Appends branches to one transaction now: the caller holds it (`claim`). The caller's
+/// destination set is left as it was.
+fn append_now(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
     let _restore = tm::CurrentRestore::save();
     let _dset = dset::Isolated::new();
     let count = |c: fn(&Counters) -> &AtomicU64| {

@@ -4,8 +4,9 @@
 //! process at that moment builds into the same branch slot. So a transaction that `ts_store()`
 //! stores from a route is "in flight" until that route has finished (the core's post-script
 //! callback, in the same process, after `t_relay()` returned): appends from any process find it
-//! in flight and leave their request on it (`silo::Deferral`), and the storing process carries
-//! them out here when its route is over.
+//! in flight and leave their request on it (`silo::Claim`), and the storing process carries
+//! them out here when its route is over. An append holds its transaction the same way while it
+//! asks TM, and carries out what others left meanwhile (`land_appends`).
 //!
 //! The other order (`t_relay(); ts_store();`) has the opposite hole: a device saved after the
 //! relay's `lookup()` whose append ran before `ts_store()` found nothing to append to. Appends
@@ -110,19 +111,31 @@ pub fn track(handle: FlightHandle, id: TransactionId, catch_up: Option<Vec<u8>>)
 /// The route is over: its transactions stop being in flight, then what was deferred to them
 /// (and each catch-up) is appended, in this process, with the relay done.
 fn land(frame: Frame) {
-    let Some(silo) = silo() else { return };
     for f in frame.flights {
-        // SAFETY: begun by ts_store() in this process and tracked once.
-        let requests = unsafe { silo.end_flight(f.handle) };
-        let mut cache = LookupCache::default();
-        for bytes in requests.iter().chain(f.catch_up.iter()) {
-            let Some(request) = decode(bytes) else {
-                lm_crit!("BUG: malformed deferred append for transaction [{}:{}]", f.id.index, f.id.label);
-                continue;
-            };
-            let rc = request.run(f.id, &mut cache);
-            lm_dbg!("deferred append to transaction [{}:{}] -> {rc}", f.id.index, f.id.label);
-        }
+        run_left(f.handle, f.id, f.catch_up.as_deref());
+    }
+}
+
+/// An append is over: what other processes left meanwhile is appended now.
+pub fn land_appends(held: FlightHandle, id: TransactionId) {
+    run_left(held, id, None);
+}
+
+/// Ends the flight `held` of `id` and carries out the requests left on it, then `extra`. Each
+/// goes through `append::append_to_cached`, which takes the transaction again (or leaves the
+/// request to whoever took it first): nobody asks TM about it while another process does.
+fn run_left(held: FlightHandle, id: TransactionId, extra: Option<&[u8]>) {
+    let Some(silo) = silo() else { return };
+    // SAFETY: begun in this process (ts_store's begin_flight or an append's claim), ended once.
+    let requests = unsafe { silo.end_flight(held) };
+    let mut cache = LookupCache::default();
+    for bytes in requests.iter().map(Vec::as_slice).chain(extra) {
+        let Some(request) = decode(bytes) else {
+            lm_crit!("BUG: malformed deferred append for transaction [{}:{}]", id.index, id.label);
+            continue;
+        };
+        let rc = request.run(id, &mut cache);
+        lm_dbg!("deferred append to transaction [{}:{}] -> {rc}", id.index, id.label);
     }
 }
 
@@ -143,7 +156,7 @@ impl Request {
             Source::Lookup { table, uri } => Branches::Lookup { table, uri: uri.as_deref() },
             Source::Dset(set) => Branches::Dset(set),
         };
-        append::append_now(id, &branches, self.contact.as_deref(), cache)
+        append::append_to_cached(id, &branches, self.contact.as_deref(), cache)
     }
 }
 

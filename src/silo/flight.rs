@@ -39,14 +39,12 @@ struct Pending {
 /// The storing process's handle on its flight (given back to `end`).
 pub type FlightHandle = NonNull<Flight>;
 
-/// What `defer` did with an append.
+/// What `claim` did: the caller appends now (and ends the flight), or its request was left for
+/// the process that holds the transaction.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Deferral {
-    /// The transaction is not in flight: append now.
-    NotInFlight,
-    /// Left for the storing process, which appends when its route is over.
+pub enum Claim {
+    Mine(FlightHandle),
     Deferred,
-    /// In flight, but no memory to keep the request: the append is lost (logged by the caller).
     NoMemory,
 }
 
@@ -79,26 +77,46 @@ impl Flights {
         Some(f)
     }
 
-    /// Leaves the request `make()` builds for the storing process if `id` is in flight.
-    pub fn defer<A: ShmAlloc>(&self, alloc: A, id: TransactionId, make: impl FnOnce() -> Vec<u8>) -> Deferral {
-        if self.count.load(SeqCst) == 0 {
-            return Deferral::NotInFlight;
+    /// Takes the transaction for an append: if nobody holds it (a route that stored it, or
+    /// another append), it becomes in flight for the caller, who appends and then ends the
+    /// flight; else the request `make()` builds is left for the holder. So two appends never
+    /// ask TM about one transaction at once (TM would add a contact both found new twice, or
+    /// log that it found nothing to add), and nobody waits.
+    pub fn claim<A: ShmAlloc>(&self, alloc: A, id: TransactionId, make: impl FnOnce() -> Vec<u8>) -> Claim {
+        let Some(mine) = NonNull::new(alloc.alloc(size_of::<Flight>()) as *mut Flight) else { return Claim::NoMemory };
+        let claim = {
+            let _guard = self.lock.lock();
+            // SAFETY: the list is read and changed under the lock, held here.
+            unsafe {
+                let mut link = self.first.get();
+                while !(*link).is_null() && (**link).id != id {
+                    link = &raw mut (**link).next;
+                }
+                if (*link).is_null() {
+                    mine.as_ptr().write(Flight { next: ptr::null_mut(), id, pending: ptr::null_mut() });
+                    *link = mine.as_ptr();
+                    self.count.fetch_add(1, SeqCst);
+                    return Claim::Mine(mine);
+                }
+                Self::leave(alloc, *link, make())
+            }
+        };
+        // SAFETY: the block was not linked anywhere.
+        unsafe { alloc.free(mine.as_ptr() as *mut u8) };
+        claim
+    }
+
+    /// Appends `request` to flight `f`'s pending list.
+    ///
+    /// # Safety
+    /// The caller holds the lock and `f` is on the list.
+    unsafe fn leave<A: ShmAlloc>(alloc: A, f: *mut Flight, request: Vec<u8>) -> Claim {
+        let p = alloc.alloc(size_of::<Pending>() + request.len()) as *mut Pending;
+        if p.is_null() {
+            return Claim::NoMemory;
         }
-        let _guard = self.lock.lock();
-        // SAFETY: read and changed under the lock.
+        // SAFETY: a fresh block; the list is the caller's to change (the lock).
         unsafe {
-            let mut f = *self.first.get();
-            while !f.is_null() && (*f).id != id {
-                f = (*f).next;
-            }
-            if f.is_null() {
-                return Deferral::NotInFlight;
-            }
-            let request = make();
-            let p = alloc.alloc(size_of::<Pending>() + request.len()) as *mut Pending;
-            if p.is_null() {
-                return Deferral::NoMemory;
-            }
             p.write(Pending { next: ptr::null_mut(), len: request.len() });
             ptr::copy_nonoverlapping(request.as_ptr(), (p as *mut u8).add(size_of::<Pending>()), request.len());
             let mut link = &raw mut (*f).pending;
@@ -107,7 +125,7 @@ impl Flights {
             }
             *link = p;
         }
-        Deferral::Deferred
+        Claim::Deferred
     }
 
     /// Ends a flight: from now on appends to the transaction are sent at once. Returns the

@@ -14,7 +14,7 @@ mod flight;
 mod lock;
 pub mod queue;
 
-pub use flight::{Deferral, FlightHandle};
+pub use flight::{Claim, FlightHandle};
 pub use lock::{ShmMutex, ShmMutexGuard};
 
 use core::mem::size_of;
@@ -493,9 +493,10 @@ impl<A: ShmAlloc> Silo<A> {
         self.flights.begin(self.alloc, id)
     }
 
-    /// Defers an append to `id` if it is in flight; `make` builds the request to keep.
-    pub fn defer(&self, id: TransactionId, make: impl FnOnce() -> Vec<u8>) -> Deferral {
-        self.flights.defer(self.alloc, id, make)
+    /// Takes `id` for an append, or leaves the request `make` builds for whoever holds it
+    /// (see `flight.rs`).
+    pub fn claim(&self, id: TransactionId, make: impl FnOnce() -> Vec<u8>) -> Claim {
+        self.flights.claim(self.alloc, id, make)
     }
 
     /// Ends a flight; returns the appends deferred meanwhile.

@@ -406,20 +406,25 @@ fn appends_to_a_transaction_in_flight_wait_for_the_end_of_its_route() {
     let ptr = Silo::create(heap, 8, Limits::default()).unwrap();
     let silo = unsafe { ptr.as_ref() };
     let baseline = heap.live();
-    assert_eq!(silo.defer(id(1, 1), || panic!("nothing is in flight: no request built")), Deferral::NotInFlight);
+    // Nobody holds it: the caller does, until it ends the flight; no request is built.
+    let Claim::Mine(mine) = silo.claim(id(1, 1), || panic!("no request built when nobody holds it")) else { panic!() };
+    assert_eq!(silo.claim(id(1, 1), || b"meanwhile".to_vec()), Claim::Deferred, "a second appender leaves its request");
+    assert_eq!(unsafe { silo.end_flight(mine) }, vec![b"meanwhile".to_vec()]);
 
     let flight = silo.begin_flight(id(1, 1)).unwrap();
     let handle = stored(silo.store(b"alice", id(1, 1)));
     assert_eq!(silo.in_flight(), 1);
-    assert_eq!(silo.defer(id(1, 1), || b"first".to_vec()), Deferral::Deferred);
-    assert_eq!(silo.defer(id(2, 2), || b"other".to_vec()), Deferral::NotInFlight);
-    assert_eq!(silo.defer(id(1, 1), || b"second".to_vec()), Deferral::Deferred);
+    assert_eq!(silo.claim(id(1, 1), || b"first".to_vec()), Claim::Deferred);
+    let Claim::Mine(other) = silo.claim(id(2, 2), || b"other".to_vec()) else { panic!("another transaction is free") };
+    assert!(unsafe { silo.end_flight(other) }.is_empty());
+    assert_eq!(silo.claim(id(1, 1), || b"second".to_vec()), Claim::Deferred);
 
     // SAFETY: begun above, ended once.
     let requests = unsafe { silo.end_flight(flight) };
     assert_eq!(requests, vec![b"first".to_vec(), b"second".to_vec()], "in arrival order");
     assert_eq!(silo.in_flight(), 0);
-    assert_eq!(silo.defer(id(1, 1), || b"late".to_vec()), Deferral::NotInFlight, "after the route: append at once");
+    let Claim::Mine(late) = silo.claim(id(1, 1), || b"late".to_vec()) else { panic!("after the route: append at once") };
+    assert!(unsafe { silo.end_flight(late) }.is_empty());
 
     unsafe { silo.remove(handle) };
     assert_eq!(heap.live(), baseline, "flights and requests are freed");
@@ -427,13 +432,13 @@ fn appends_to_a_transaction_in_flight_wait_for_the_end_of_its_route() {
     // Two flights of one transaction (stored twice in nested routes): the oldest collects.
     let outer = silo.begin_flight(id(3, 3)).unwrap();
     let inner = silo.begin_flight(id(3, 3)).unwrap();
-    assert_eq!(silo.defer(id(3, 3), || b"x".to_vec()), Deferral::Deferred);
+    assert_eq!(silo.claim(id(3, 3), || b"x".to_vec()), Claim::Deferred);
     assert!(unsafe { silo.end_flight(inner) }.is_empty());
     assert_eq!(unsafe { silo.end_flight(outer) }, vec![b"x".to_vec()]);
 
     // Shutdown with a flight still open frees it too.
     let open = silo.begin_flight(id(4, 4)).unwrap();
-    assert_eq!(silo.defer(id(4, 4), || vec![0; 100]), Deferral::Deferred);
+    assert_eq!(silo.claim(id(4, 4), || vec![0; 100]), Claim::Deferred);
     let _ = open;
     unsafe { Silo::destroy(ptr) };
     assert_eq!(heap.live(), 0);
@@ -524,8 +529,16 @@ fn no_deferred_append_is_lost_when_the_route_ends_in_another_process() {
                     continue;
                 }
                 for &tid in &ids {
-                    if silo.defer(tid, || tid.index.to_ne_bytes().to_vec()) == Deferral::Deferred {
-                        deferred.fetch_add(1, SeqCst);
+                    match silo.claim(tid, || tid.index.to_ne_bytes().to_vec()) {
+                        Claim::Deferred => {
+                            deferred.fetch_add(1, SeqCst);
+                        }
+                        // Nobody held it: this appender does, briefly, as an append would, and
+                        // carries out what others left meanwhile.
+                        Claim::Mine(h) => {
+                            landed.fetch_add(unsafe { silo.end_flight(h) }.len() as u64, SeqCst);
+                        }
+                        Claim::NoMemory => return false,
                     }
                 }
             }
