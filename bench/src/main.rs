@@ -434,6 +434,7 @@ fn soak(smoke: bool, calls: Option<usize>) -> Result<(), String> {
 }
 
 fn main() {
+    harness::JUDGE_SHUTDOWN.store(false, std::sync::atomic::Ordering::Relaxed);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let smoke = args.iter().any(|a| a == "--smoke");
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
