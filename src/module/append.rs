@@ -214,9 +214,8 @@ pub fn append_dset_to_aor(uri: &[u8]) -> c_int {
         lm_err!("no branch in the destination set (use append_branch() first)");
         return ERROR;
     }
-    let rc = append_to_aor(uri, &Branches::Dset(&set), None);
-    set.restore();
-    rc
+    // Each append puts the script's set back after itself (dset::Isolated).
+    append_to_aor(uri, &Branches::Dset(&set), None)
 }
 
 /// A table name from the script or KEMI, NUL-terminated for usrloc; None (logged) if empty.
