@@ -45,18 +45,33 @@ function ksr_route_register()
 	if waiting then
 		local tindex, tlabel = string.match(waiting, "(%d+):(%d+)")
 		KSR.info("REGISTER " .. user .. ": resuming call " .. waiting .. "\n")
-		KSR.tmx.t_continue(tonumber(tindex), tonumber(tlabel), "ksr_route_resume")
-		return
+		if KSR.tmx.t_continue(tonumber(tindex), tonumber(tlabel), "ksr_route_resume") > 0 then
+			return
+		end
+		-- Gone meanwhile (the caller hung up): calls still stored get the device below.
+		KSR.notice("REGISTER " .. user .. ": call " .. waiting .. " could not be resumed\n")
 	end
-	KSR.tsilo.ts_append("location", KSR.pv.get("$tu"))
+	-- Calls already ringing other devices: add a branch to this one. -2: none stored.
+	local rc = KSR.tsilo.ts_append("location", KSR.pv.get("$tu"))
+	if rc < 0 and rc ~= -2 then
+		KSR.warn("REGISTER " .. user .. ": ts_append failed (" .. rc .. ")\n")
+	end
 end
 
 function ksr_route_call(method)
 	if method == "INVITE" then KSR.rr.record_route() end
 	-- Store first: before lookup() the key is the called user, and before t_relay() a device
 	-- that registers right away already finds the call.
-	KSR.tm.t_newtran()
-	KSR.tsilo.ts_store()
+	local rc = KSR.tm.t_newtran()
+	if rc == 0 then return end -- a retransmission: TM has answered it
+	if rc < 0 then
+		KSR.sl.sl_reply_error()
+		return
+	end
+	-- Not stored: devices reachable now still ring, late ones will not.
+	if KSR.tsilo.ts_store() < 0 then
+		KSR.warn(method .. " to " .. KSR.pv.get("$tU") .. ": ts_store failed\n")
+	end
 	if KSR.registrar.lookup("location") > 0 then
 		if KSR.tm.t_relay() < 0 then
 			KSR.tm.t_reply(500, "Relay Failed")

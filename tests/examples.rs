@@ -2,72 +2,8 @@
 //! gateway stub stands in for APNs/FCM, devices register after their push.
 
 mod harness;
+use harness::push::{woken_device_answers, PushStub};
 use harness::*;
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
-/// An HTTP push gateway stub: records each push body, answers 200.
-struct PushStub {
-    port: u16,
-    pushes: Arc<Mutex<Vec<String>>>,
-}
-
-impl PushStub {
-    fn start() -> PushStub {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let pushes = Arc::new(Mutex::new(Vec::new()));
-        let seen = pushes.clone();
-        // Lives as long as the test binary; it only ever answers on loopback.
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut stream = stream;
-                stream.set_read_timeout(Some(SECS(2))).ok();
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let body = loop {
-                    let Ok(n) = stream.read(&mut chunk) else { break None };
-                    if n == 0 {
-                        break None;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head
-                            .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
-                            .unwrap_or(0);
-                        if body.len() >= len {
-                            break Some(body.to_string());
-                        }
-                    }
-                };
-                if let Some(body) = body {
-                    seen.lock().unwrap().push(body);
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
-                }
-            }
-        });
-        PushStub { port, pushes }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/push", self.port)
-    }
-
-    fn wait_push(&self, user: &str) -> bool {
-        let needle = format!("\"user\":\"{user}\"");
-        let deadline = std::time::Instant::now() + SECS(5);
-        while std::time::Instant::now() < deadline {
-            if self.pushes.lock().unwrap().iter().any(|p| p.contains(&needle)) {
-                return true;
-            }
-            std::thread::sleep(MS(20));
-        }
-        false
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Flavour {
@@ -95,27 +31,12 @@ fn example(flavour: Flavour, push_url: &str) -> String {
 fn push_wakes_a_late_device(flavour: Flavour) {
     let push = PushStub::start();
     let k = Kamailio::start(&example(flavour, &push.url()));
-    let alice = Ua::new("alice", k.port);
-    let phone = Ua::new("bob", k.port);
-    let tablet = Ua::new("bob", k.port);
-    phone.register("");
-    let call = alice.invite("bob");
-    let phone_inv = phone.expect_request("INVITE", SECS(5));
-    phone.reply(&phone_inv, 180, "Ringing");
-    assert!(push.wait_push("bob"), "{flavour:?}: no push for bob");
-    assert!(k.wait_stat("tsilo:stored_transactions", 1, SECS(5)));
-    // The push woke the tablet: it registers and gets its branch.
-    tablet.register("");
-    let tablet_inv = tablet.expect_request("INVITE", SECS(5));
-    assert_eq!(tablet_inv.call_id(), phone_inv.call_id());
-    tablet.reply(&tablet_inv, 200, "OK");
-    phone.answer_cancel(&phone_inv, SECS(5));
-    let ok = alice.final_reply("INVITE", SECS(5));
-    assert_eq!(ok.status(), Some(200));
-    alice.hangup_via(&call, &ok, &tablet);
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
-    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
+    woken_device_answers(&k, &push);
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
+    assert_eq!(push.count("bob"), 1, "{flavour:?}: one push per call");
+    // The phone's REGISTER found nothing stored (-2): normal, not a failure to report.
+    let log = k.log();
+    assert!(!log.contains("ts_append failed") && !log.contains("ts_store failed"), "{flavour:?}:\n{log}");
 }
 
 fn suspended_call_resumes_when_the_first_device_registers(flavour: Flavour) {
@@ -137,16 +58,49 @@ fn suspended_call_resumes_when_the_first_device_registers(flavour: Flavour) {
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
 }
 
-fn a_failed_push_is_answered_480(flavour: Flavour) {
-    // Nothing listens on this port: the push cannot be delivered.
-    let dead = format!("http://127.0.0.1:{}/push", free_port());
-    let k = Kamailio::start(&example(flavour, &dead));
+fn a_failed_push_is_answered_480(flavour: Flavour, gateway: Option<&PushStub>) {
+    // No gateway: nothing listens on the port, the push cannot be delivered.
+    let url = gateway.map(|g| g.url()).unwrap_or_else(|| format!("http://127.0.0.1:{}/push", free_port()));
+    let k = Kamailio::start(&example(flavour, &url));
     let alice = Ua::new("alice", k.port);
+    let dave = Ua::new("dave", k.port);
     let call = alice.invite("dave");
     let r = alice.final_reply("INVITE", SECS(10));
     assert_eq!(r.status(), Some(480), "{}", r.raw);
     alice.ack(&call, &r);
-    assert!(k.wait_log("push for dave failed", SECS(2)) || matches!(flavour, Flavour::Lua) && k.log().contains("push for dave failed"));
+    assert!(k.wait_log("push for dave failed", SECS(2)), "{flavour:?}: {}", k.log_tail(20));
+    if let Some(g) = gateway {
+        assert_eq!(g.count("dave"), 1, "{flavour:?}: the gateway was asked once");
+    }
+    // The answered call leaves the silo, and was never suspended: dave's device, waking
+    // anyway, gets no INVITE.
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)), "{flavour:?}: the failed call stays stored");
+    assert_eq!(dave.register("").status(), Some(200));
+    dave.expect_no_request("INVITE", MS(500));
+    assert_eq!(k.stat("tsilo:added_branches"), 0);
+    assert!(!k.log().contains("resuming call"), "{flavour:?}: a failed call was left suspended");
+}
+
+/// The caller gives up while the call waits for a device: 487, the silo empties, and the
+/// device registering after the transaction is gone gets nothing (the example notices that the
+/// call cannot be resumed).
+fn a_suspended_call_cancelled_before_any_device_registers(flavour: Flavour) {
+    let push = PushStub::start();
+    let k = Kamailio::start(&example(flavour, &push.url()));
+    let alice = Ua::new("alice", k.port);
+    let erin = Ua::new("erin", k.port);
+    let call = alice.invite("erin");
+    assert!(push.wait_push("erin"), "{flavour:?}: no push for erin");
+    alice.recv_matching(SECS(5), |m| m.status() == Some(100)).expect("100 Trying while suspended");
+    alice.cancel(&call);
+    let r = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(r.status(), Some(487), "{}", r.raw);
+    alice.ack(&call, &r);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)), "{flavour:?}: the cancelled call stays stored");
+    assert_eq!(erin.register("").status(), Some(200));
+    erin.expect_no_request("INVITE", MS(500));
+    assert!(k.wait_log("could not be resumed", SECS(2)), "{flavour:?}: {}", k.log_tail(20));
+    assert_eq!(k.stat("tsilo:added_branches"), 0);
 }
 
 #[test]
@@ -159,7 +113,12 @@ fn native_suspended_call_resumes() {
 }
 #[test]
 fn native_failed_push() {
-    a_failed_push_is_answered_480(Flavour::Native);
+    a_failed_push_is_answered_480(Flavour::Native, None);
+    a_failed_push_is_answered_480(Flavour::Native, Some(&PushStub::answering(503)));
+}
+#[test]
+fn native_suspended_call_cancelled() {
+    a_suspended_call_cancelled_before_any_device_registers(Flavour::Native);
 }
 #[test]
 fn lua_push_wakes_a_late_device() {
@@ -171,7 +130,12 @@ fn lua_suspended_call_resumes() {
 }
 #[test]
 fn lua_failed_push() {
-    a_failed_push_is_answered_480(Flavour::Lua);
+    a_failed_push_is_answered_480(Flavour::Lua, None);
+    a_failed_push_is_answered_480(Flavour::Lua, Some(&PushStub::answering(503)));
+}
+#[test]
+fn lua_suspended_call_cancelled() {
+    a_suspended_call_cancelled_before_any_device_registers(Flavour::Lua);
 }
 
 #[test]

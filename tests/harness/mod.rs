@@ -3,6 +3,8 @@
 //! small SIP user agent over UDP on loopback.
 #![allow(dead_code)]
 
+pub mod push;
+
 use std::collections::VecDeque;
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
@@ -99,17 +101,21 @@ impl Kamailio {
             .replace("{DIR}", dir.to_str().unwrap());
         let cfg_path = dir.join("kamailio.cfg");
         fs::write(&cfg_path, text).unwrap();
+        let mut cmd = Command::new("kamailio");
+        cmd.args(["-m", &shm_mb.to_string(), "-f"]).arg(&cfg_path).arg("-L").arg(mpath());
+        Kamailio::run(cmd, dir, port)
+    }
+
+    /// Runs `cmd` (kamailio with its config and module path) in `dir`, logging to kamailio.log.
+    fn run(mut cmd: Command, dir: PathBuf, port: u16) -> Kamailio {
+        let sock = dir.join("ctl.sock");
         let log = fs::File::create(dir.join("kamailio.log")).unwrap();
-        let child = Command::new("kamailio")
-            .args(["-DD", "-E", "-m", &shm_mb.to_string(), "-M", "8"])
-            .arg("-f")
-            .arg(&cfg_path)
+        let child = cmd
+            .args(["-DD", "-E", "-M", "8"])
             .arg("-Y")
             .arg(&dir)
             .arg("-w")
             .arg(&dir)
-            .arg("-L")
-            .arg(mpath())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -119,6 +125,22 @@ impl Kamailio {
         Kamailio { child, expect_failure: false, pid, dir, port, ctl: format!("unix:{}", sock.display()) }
     }
 
+    /// Starts Kamailio on `cfg_file` as it is, with Kamailio's default module path (no -L: the
+    /// installed package's tsilo.so, or Debian's), LISTEN and CTL_SOCK given as -A defines
+    /// (the example configs take them so), plus `defines`.
+    pub fn start_unchanged(cfg_file: &std::path::Path, defines: &[String]) -> Kamailio {
+        let dir = unique_dir();
+        let port = free_port();
+        let mut cmd = Command::new("kamailio");
+        cmd.args(["-m", "64", "-f"]).arg(cfg_file);
+        cmd.arg("-A").arg(format!("LISTEN=udp:127.0.0.1:{port}"));
+        cmd.arg("-A").arg(format!("CTL_SOCK=\"unix:{}\"", dir.join("ctl.sock").display()));
+        for d in defines {
+            cmd.arg("-A").arg(d);
+        }
+        Kamailio::run(cmd, dir, port).ready()
+    }
+
     /// Starts Kamailio with `cfg` ({PORT}, {CTL}, {DIR} filled in) and waits until it answers RPC.
     pub fn start(cfg: &str) -> Kamailio {
         Kamailio::start_sized(cfg, 64)
@@ -126,14 +148,19 @@ impl Kamailio {
 
     /// As `start`, with `shm_mb` MB of shared memory.
     pub fn start_sized(cfg: &str, shm_mb: u32) -> Kamailio {
-        let mut k = Kamailio::spawn_sized(cfg, shm_mb);
+        Kamailio::spawn_sized(cfg, shm_mb).ready()
+    }
+
+    /// Waits until this Kamailio answers RPC; panics with its log if it exits or does not.
+    fn ready(mut self) -> Kamailio {
+        let k = &mut self;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = k.child.try_wait() {
                 panic!("kamailio exited at start ({status}):\n{}", k.log_tail(60));
             }
             if k.kamcmd(&["core.version"]).is_ok() {
-                return k;
+                return self;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
