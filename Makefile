@@ -2,10 +2,12 @@
 #   make deps      apt packages (kamailio, sipp, libclang) and the Kamailio headers
 #   make           build build/tsilo.so (release)
 #   make test      deps + build + unit and integration tests (what CI runs)
-#   make test-debian13  make test in a Debian 13 root (debootstrap, cached in DEBIAN13_CACHE)
+#   make test-debian13  make test and make test-deb in a Debian 13 root (debootstrap, cached in DEBIAN13_CACHE)
 #   make demo      deps + build + Kamailio running examples/kamailio.cfg with this module
 #   make bench     C tsilo.so vs ours, interleaved rounds -> bench/results.json + README table
 #   make soak      100k mixed calls, then 3000 relay collisions per variant, against ours (about 25 minutes)
+#   make deb       build/kamailio-tsilo-rs_<version>_<arch>.deb: replaces Debian's C tsilo.so (dpkg-divert)
+#   make test-deb  lintian, apt install, the example config loads ours, apt remove/purge: C module back
 #   make install   copy tsilo.so to MODULES_DIR
 #   make clean
 
@@ -18,13 +20,15 @@ LLVM_VERSION := $(shell . /etc/os-release; case "$$VERSION_CODENAME" in (bookwor
 # Packages the build and the tests need.
 APT_PACKAGES := kamailio kamailio-utils-modules kamailio-lua-modules sip-tester \
                 libclang1-$(LLVM_VERSION) libclang-common-$(LLVM_VERSION)-dev \
-                make gcc libc6-dev binutils python3 ca-certificates
+                make gcc libc6-dev binutils python3 ca-certificates dpkg-dev
 # The Debian 13 root of make test-debian13 (.ci/debian13.sh): made once here, reused by later runs;
 # DEBIAN13_TEST: what runs inside it, in a fresh clone of HEAD.
 DEBIAN13_CACHE ?= /var/cache/tsilo-rs/debian13
-DEBIAN13_TEST ?= make test
+# DEBIAN13_CARRY: files of this machine copied into the root's /src/carry.
+DEBIAN13_TEST ?= make test && make test-deb
+DEBIAN13_CARRY ?=
 
-.PHONY: all build deps headers test test-debian13 demo bench soak install clean
+.PHONY: all build deps headers test test-debian13 deb test-deb demo bench soak install clean
 
 all: build
 
@@ -56,7 +60,16 @@ test: deps build
 
 # make test again inside a Debian 13 root (kamailio 6.0, Debian's Rust 1.85), on the committed HEAD.
 test-debian13:
-	.ci/debian13.sh $(DEBIAN13_CACHE) '$(DEBIAN13_TEST)'
+	DEBIAN13_CARRY='$(DEBIAN13_CARRY)' .ci/debian13.sh $(DEBIAN13_CACHE) '$(DEBIAN13_TEST)'
+
+# The Debian package (packaging/): built for the kamailio package installed here.
+deb: deps build
+	@packaging/build-deb.sh
+
+# Installs and removes the package on this machine (root; leaves it as it was). FOREIGN_DEB=file:
+# also checks that apt refuses a package built for another kamailio version.
+test-deb: deps build
+	packaging/test-deb.sh
 
 bench: deps build
 	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) run --release -p tsilo-bench -- bench \

@@ -8,6 +8,7 @@
 #   CACHE/root    this run's root: base under an overlay whose upper layer (CACHE/upper) starts empty
 #                 each run; the project cloned (committed HEAD) into /src/tsilo-rs, where `make test`
 #                 runs `make deps` (kamailio, libclang, ...) itself. Mounted only while the script runs.
+#   DEBIAN13_CARRY  files of this machine copied into the root's /src/carry (space-separated)
 #   CACHE/cargo   CARGO_HOME in the root, CACHE/apt its /var/cache/apt/archives: downloads kept between runs
 # The mirror is this machine's own Debian archive (kamailio-headers/debian-archive.sh).
 set -euo pipefail
@@ -73,6 +74,9 @@ mounted+=("$root")
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 git clone -q --no-checkout "$repo" "$root/src/tsilo-rs"
 git -C "$root/src/tsilo-rs" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
+# Files from this machine the command may use (DEBIAN13_CARRY, e.g. the Debian 12 package), in /src/carry.
+mkdir -p "$root/src/carry"
+for f in ${DEBIAN13_CARRY:-}; do cp "$f" "$root/src/carry/"; done
 say "testing $(git -C "$repo" log -1 --format='%h %s') in $root"
 for m in /proc /dev /dev/pts /sys; do bind "$m" "$root$m"; done
 bind "$cache/cargo" "$root/var/cache/cargo"

@@ -26,6 +26,11 @@ fn kamailio_loads_our_module_and_answers_sip_and_rpc() {
     assert!(!maps.contains(&format!("{STOCK_MODULES}/tsilo.so")));
     assert!(k.kamcmd(&["ts.dump"]).unwrap().contains("Size: 2048"));
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
+    // One INFO line names this tsilo, for operators reading the log.
+    let kamailio = installed_version().split_whitespace().nth(1).unwrap().to_string();
+    let banner = format!("tsilo (Rust) {} for Kamailio {kamailio}", env!("CARGO_PKG_VERSION"));
+    let lines: Vec<_> = k.log().lines().filter(|l| l.contains(&banner)).map(str::to_string).collect();
+    assert!(lines.len() == 1 && lines[0].contains("INFO") && lines[0].contains("tsilo ["), "{lines:?}\n{}", k.log_tail(30));
 }
 
 /// The test config without the named module (and without the script lines that need it).

@@ -146,6 +146,8 @@ pub fn silo() -> Option<&'static Silo<KamShm>> {
 
 extern "C" fn mod_init() -> c_int {
     guard(-1, || {
+        // Tells the operator which tsilo this is (the package replaces the C one in place).
+        lm_info!("{}", banner());
         if !tm::load() {
             lm_err!("cannot load the TM API: load the tm module before tsilo");
             return -1;
@@ -205,6 +207,14 @@ extern "C" fn mod_init() -> c_int {
         lm_dbg!("table created with {size} slots");
         0
     })
+}
+
+/// `tsilo (Rust) 0.1.0 for Kamailio 5.6.3`: the Kamailio version is the one built against, which
+/// the loader has just checked is the one running.
+fn banner() -> String {
+    let full = sys::version::FULL_VERSION.to_string_lossy();
+    let kamailio = full.split_whitespace().nth(1).unwrap_or("?");
+    format!("tsilo (Rust) {} for Kamailio {kamailio}", env!("CARGO_PKG_VERSION"))
 }
 
 extern "C" fn child_init(rank: c_int) -> c_int {
