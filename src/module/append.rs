@@ -46,6 +46,42 @@ pub enum Branches<'a> {
     Dset(&'a DsetSnapshot),
 }
 
+/// Which of the contacts found an append adds.
+#[derive(Clone, Copy)]
+pub enum Only<'a> {
+    /// Every one (that has no branch yet).
+    Every,
+    /// Those TM's filter matches: `contact` is a substring of the contact URI (ts_append_by_contact).
+    Matching(&'a CStr),
+    /// The one whose URI has this `silo::contact_hash`: a store's catch-up of a by-contact
+    /// append that found nothing stored (the silo keeps the contact's hash, not the contact).
+    Hashed(u32),
+}
+
+impl<'a> From<Option<&'a CStr>> for Only<'a> {
+    fn from(contact: Option<&'a CStr>) -> Only<'a> {
+        contact.map_or(Only::Every, Only::Matching)
+    }
+}
+
+impl Only<'_> {
+    fn admits(&self, uri: &[u8]) -> bool {
+        match *self {
+            Only::Every => true,
+            Only::Matching(c) => c.is_empty() || uri.windows(c.to_bytes().len()).any(|w| w == c.to_bytes()),
+            Only::Hashed(h) => crate::silo::contact_hash(uri) == h,
+        }
+    }
+
+    /// The contact the silo remembers when this append finds nothing stored.
+    fn missed_contact(&self) -> Option<&[u8]> {
+        match self {
+            Only::Matching(c) if !c.is_empty() => Some(c.to_bytes()),
+            _ => None,
+        }
+    }
+}
+
 /// A registrar lookup's result kept for the next transactions of the same AoR: with the same
 /// table, URI and request method the lookup cannot differ, and TM empties the set after each
 /// append, so it is put back from here instead of looked up again.
@@ -57,19 +93,19 @@ pub struct LookupCache(Option<(u32, DsetSnapshot)>);
 /// sent (at least 1 on success: also when the append was deferred, or every contact found has
 /// a branch already), or a negative code (NOT_FOUND, CANCELED, ANSWERED, LOOKUP_FAILED, ERROR).
 pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>) -> c_int {
-    append_cached(id, branches, contact, &mut LookupCache::default())
+    append_cached(id, branches, contact.into(), &mut LookupCache::default())
 }
 
 /// `append_to` with a lookup cache shared by several calls (one AoR's transactions).
-pub fn append_to_cached(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
-    append_cached(id, branches, contact, cache)
+pub fn append_to_cached(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> c_int {
+    append_cached(id, branches, only, cache)
 }
 
-fn append_cached(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
+fn append_cached(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> c_int {
     let Some(silo) = silo() else { return ERROR };
-    match silo.claim(id, || flight::encode(branches, contact)) {
+    match silo.claim(id, || flight::encode(branches, only)) {
         Claim::Mine(held) => {
-            let rc = append_now(id, branches, contact, cache);
+            let rc = append_now(id, branches, only, cache);
             // What others left while this process appended: carried out the same way.
             flight::land_appends(held, id);
             rc
@@ -88,7 +124,7 @@ fn append_cached(id: TransactionId, branches: &Branches, contact: Option<&CStr>,
 
 /// Appends branches to one transaction now: the caller holds it (`claim`). The caller's
 /// destination set is left as it was.
-fn append_now(id: TransactionId, branches: &Branches, contact: Option<&CStr>, cache: &mut LookupCache) -> c_int {
+fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> c_int {
     let _restore = tm::CurrentRestore::save();
     let _dset = dset::Isolated::new();
     let count = |c: fn(&Counters) -> &AtomicU64| {
@@ -137,13 +173,15 @@ fn append_now(id: TransactionId, branches: &Branches, contact: Option<&CStr>, ca
     }
     // Only what TM would add: a contact that matches the filter (TM: strstr) and has no branch
     // (TM: same ruid and uri). Asking TM for nothing makes it log an error.
-    let filter = contact.map(CStr::to_bytes).filter(|c| !c.is_empty());
-    let new = dset::retain(|uri, ruid| filter.is_none_or(|c| uri.windows(c.len()).any(|w| w == c)) && !cell.has_branch(uri, ruid));
+    let new = dset::retain(|uri, ruid| only.admits(uri) && !cell.has_branch(uri, ruid));
     if new == 0 {
         lm_dbg!("transaction [{}:{}] has a branch to every contact found already", id.index, id.label);
         return OK;
     }
-    let sent = tm::append_branches(contact);
+    let sent = tm::append_branches(match only {
+        Only::Matching(c) => Some(c),
+        _ => None,
+    });
     if sent > 0 {
         if let Some(silo) = silo() {
             silo.counters.added_branches.fetch_add(sent as u64, Relaxed);
@@ -172,7 +210,7 @@ pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> R
         Branches::Dset(_) => 0,
     };
     let mut ids = Vec::new();
-    if !silo.transactions_for_append(key, table, &mut ids) {
+    if !silo.transactions_for_append(key, table, Only::from(contact).missed_contact(), &mut ids) {
         lm_dbg!("no transaction stored for {}", show(key));
         return Err(NOTHING_STORED);
     }
@@ -180,7 +218,7 @@ pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> R
     let mut cache = LookupCache::default();
     for id in ids {
         lm_dbg!("transaction {}:{} found for {}, appending branches", id.index, id.label, show(key));
-        summary.branches += append_cached(id, branches, contact, &mut cache).max(0) as u64;
+        summary.branches += append_cached(id, branches, contact.into(), &mut cache).max(0) as u64;
     }
     Ok(summary)
 }

@@ -71,7 +71,7 @@ unsafe extern "C" fn on_contact(c: *mut sys::ucontact, _kind: c_int, _param: *mu
         let uri = lookup_uri(ev.aor);
         let Ok(key) = key_of_uri(&uri) else { return };
         let mut ids = Vec::new();
-        if !silo.transactions_for_append(&key, silo.table_id(shared.table.to_bytes()), &mut ids) {
+        if !silo.transactions_for_append(&key, silo.table_id(shared.table.to_bytes()), Some(ev.uri), &mut ids) {
             return;
         }
         // SAFETY: created in mod_init, never freed while Kamailio runs.

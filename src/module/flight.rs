@@ -14,7 +14,7 @@
 //! of its route looks the AoR up again when the route is over ("catch-up"), and appends what
 //! the relay did not send.
 
-use super::append::{self, Branches, LookupCache};
+use super::append::{self, Branches, LookupCache, Only};
 use super::silo;
 use crate::kam::dset::DsetSnapshot;
 use crate::kam::guard::guard;
@@ -37,7 +37,8 @@ struct Frame {
 struct Flying {
     handle: FlightHandle,
     id: TransactionId,
-    catch_up: Option<Vec<u8>>,
+    /// Requests to carry out when the route ends besides the deferred ones (catch-ups).
+    catch_up: Vec<Vec<u8>>,
 }
 
 thread_local! {
@@ -92,9 +93,9 @@ pub fn route_clock() -> Option<u64> {
     FRAMES.with_borrow(|frames| frames.last().map(|f| f.clock))
 }
 
-/// Keeps a flight begun by ts_store() for the end of the running route; `catch_up` is the
-/// request to carry out then besides the deferred ones.
-pub fn track(handle: FlightHandle, id: TransactionId, catch_up: Option<Vec<u8>>) {
+/// Keeps a flight begun by ts_store() for the end of the running route; `catch_up`: the
+/// requests to carry out then besides the deferred ones.
+pub fn track(handle: FlightHandle, id: TransactionId, catch_up: Vec<Vec<u8>>) {
     let orphan = FRAMES.with_borrow_mut(|frames| match frames.last_mut() {
         Some(top) => {
             top.flights.push(Flying { handle, id, catch_up });
@@ -112,24 +113,24 @@ pub fn track(handle: FlightHandle, id: TransactionId, catch_up: Option<Vec<u8>>)
 /// (and each catch-up) is appended, in this process, with the relay done.
 fn land(frame: Frame) {
     for f in frame.flights {
-        run_left(f.handle, f.id, f.catch_up.as_deref());
+        run_left(f.handle, f.id, &f.catch_up);
     }
 }
 
 /// An append is over: what other processes left meanwhile is appended now.
 pub fn land_appends(held: FlightHandle, id: TransactionId) {
-    run_left(held, id, None);
+    run_left(held, id, &[]);
 }
 
 /// Ends the flight `held` of `id` and carries out the requests left on it, then `extra`. Each
 /// goes through `append::append_to_cached`, which takes the transaction again (or leaves the
 /// request to whoever took it first): nobody asks TM about it while another process does.
-fn run_left(held: FlightHandle, id: TransactionId, extra: Option<&[u8]>) {
+fn run_left(held: FlightHandle, id: TransactionId, extra: &[Vec<u8>]) {
     let Some(silo) = silo() else { return };
     // SAFETY: begun in this process (ts_store's begin_flight or an append's claim), ended once.
     let requests = unsafe { silo.end_flight(held) };
     let mut cache = LookupCache::default();
-    for bytes in requests.iter().map(Vec::as_slice).chain(extra) {
+    for bytes in requests.iter().chain(extra).map(Vec::as_slice) {
         let Some(request) = decode(bytes) else {
             lm_crit!("BUG: malformed deferred append for transaction [{}:{}]", id.index, id.label);
             continue;
@@ -143,6 +144,8 @@ fn run_left(held: FlightHandle, id: TransactionId, extra: Option<&[u8]>) {
 struct Request {
     source: Source,
     contact: Option<CString>,
+    /// A catch-up of a by-contact append: the contact's hash (`append::Only::Hashed`).
+    contact_hash: Option<u32>,
 }
 
 enum Source {
@@ -156,13 +159,19 @@ impl Request {
             Source::Lookup { table, uri } => Branches::Lookup { table, uri: uri.as_deref() },
             Source::Dset(set) => Branches::Dset(set),
         };
-        append::append_to_cached(id, &branches, self.contact.as_deref(), cache)
+        let only = match (&self.contact, self.contact_hash) {
+            (Some(c), _) => Only::Matching(c),
+            (None, Some(h)) => Only::Hashed(h),
+            (None, None) => Only::Every,
+        };
+        append::append_to_cached(id, &branches, only, cache)
     }
 }
 
-/// The catch-up after a miss: the AoR's contacts in `table`, as `uri` finds them.
-pub fn catch_up(table: &CStr, uri: &[u8]) -> Vec<u8> {
-    encode(&Branches::Lookup { table, uri: Some(uri) }, None)
+/// The catch-up after a miss: the AoR's contacts in `table`, as `uri` finds them; only the one
+/// with hash `contact` if the missed append was for one contact.
+pub fn catch_up(table: &CStr, uri: &[u8], contact: Option<u32>) -> Vec<u8> {
+    encode(&Branches::Lookup { table, uri: Some(uri) }, contact.map_or(Only::Every, Only::Hashed))
 }
 
 // The encoding: a tag byte, then length-prefixed fields. It never leaves this Kamailio.
@@ -193,7 +202,7 @@ fn get<'a>(input: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
 }
 
 /// The bytes that `decode` turns back into this append.
-pub fn encode(branches: &Branches, contact: Option<&CStr>) -> Vec<u8> {
+pub fn encode(branches: &Branches, only: Only) -> Vec<u8> {
     let mut out = Vec::new();
     match branches {
         Branches::Lookup { table, uri } => {
@@ -206,7 +215,13 @@ pub fn encode(branches: &Branches, contact: Option<&CStr>) -> Vec<u8> {
             put(&mut out, Some(&set.to_bytes()));
         }
     }
-    put(&mut out, contact.map(CStr::to_bytes));
+    let (contact, hash) = match only {
+        Only::Every => (None, None),
+        Only::Matching(c) => (Some(c.to_bytes()), None),
+        Only::Hashed(h) => (None, Some(h.to_ne_bytes())),
+    };
+    put(&mut out, contact);
+    put(&mut out, hash.as_ref().map(<[u8; 4]>::as_slice));
     out
 }
 
@@ -223,5 +238,9 @@ fn decode(mut input: &[u8]) -> Option<Request> {
         _ => return None,
     };
     let contact = get(&mut input)?.map(CString::new).transpose().ok()?;
-    input.is_empty().then_some(Request { source, contact })
+    let contact_hash = match get(&mut input)? {
+        Some(h) => Some(u32::from_ne_bytes(h.try_into().ok()?)),
+        None => None,
+    };
+    input.is_empty().then_some(Request { source, contact, contact_hash })
 }

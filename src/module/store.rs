@@ -76,7 +76,7 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
         }
         f
     });
-    let mut catch_up = None;
+    let mut catch_up = Vec::new();
     let rc = match silo.store(key, id) {
         Ok(Stored::New(handle)) => {
             if !tm::on_destroy(msg, t, ts_on_destroy, handle.as_ptr().cast()) {
@@ -86,12 +86,18 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
                 -1
             } else {
                 lm_dbg!("transaction {}:{} stored for {}", id.index, id.label, show(key));
-                catch_up = clock.and_then(|since| silo.missed_since(key, since)).map(|table| {
+                let missed = clock.map(|since| silo.missed_since(key, since)).unwrap_or_default();
+                if !missed.is_empty() {
                     silo.counters.store_catch_up.fetch_add(1, Relaxed);
-                    let table = silo.table_name(table).and_then(|t| CString::new(t).ok()).unwrap_or_else(|| c"location".into());
-                    lm_dbg!("an append for {} found nothing since this route started: catch-up in {:?}", show(key), table);
-                    flight::catch_up(&table, uri)
-                });
+                }
+                catch_up = missed
+                    .iter()
+                    .map(|m| {
+                        let table = silo.table_name(m.table).and_then(|t| CString::new(t).ok()).unwrap_or_else(|| c"location".into());
+                        lm_dbg!("an append for {} found nothing since this route started: catch-up in {:?} ({:?})", show(key), table, m.contact);
+                        flight::catch_up(&table, uri, m.contact)
+                    })
+                    .collect();
                 1
             }
         }

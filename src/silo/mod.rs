@@ -105,11 +105,45 @@ struct Slot {
     lock: ShmMutex,
     records: u32,
     first: *mut AorRecord,
-    /// The silo's miss clock when an append last found no transaction for a key of this slot
-    /// (0: never), and the table it would have looked in: a transaction stored after its
-    /// relay, by a route that started before that miss, may have missed that device.
-    last_miss: u64,
-    miss_table: u8,
+    /// The last appends that found no transaction for a key of this slot: a transaction stored
+    /// after its relay, by a route that started before such a miss, may have missed that device.
+    /// Each is remembered with its table and contact, so that the store's catch-up adds what the
+    /// missed append would have added and nothing more (a by-contact append rings one device, not
+    /// its user's other, maybe stale, bindings); older misses fold into `overflow`, which stands
+    /// for every contact of its table.
+    misses: [Miss; MISSES],
+    overflow: Miss,
+}
+
+/// Misses remembered exactly per slot (see `Slot::misses`).
+const MISSES: usize = 2;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(C)]
+struct Miss {
+    /// The silo's miss clock when it happened (0: never).
+    clock: u64,
+    /// The usrloc table it would have looked in (a `table_id`).
+    table: u8,
+    /// `contact_hash` of the one contact it would have added; 0: every contact found.
+    contact: u32,
+}
+
+impl Miss {
+    const NEVER: Miss = Miss { clock: 0, table: 0, contact: 0 };
+}
+
+/// An append that found nothing, as `missed_since` reports it: its usrloc table (a `table_id`)
+/// and, for an append of one contact, that contact's `contact_hash`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Missed {
+    pub table: u8,
+    pub contact: Option<u32>,
+}
+
+/// A contact URI's hash as misses remember it (never 0, which stands for "every contact").
+pub fn contact_hash(uri: &[u8]) -> u32 {
+    key_hash(uri).max(1)
 }
 
 /// usrloc table names seen by appends that found nothing, so a miss is one byte in its slot.
@@ -173,7 +207,7 @@ pub struct Silo<A: ShmAlloc> {
     pub limits: Limits,
     pub counters: Counters,
     flights: flight::Flights,
-    /// Ticks once per append that found nothing stored (see `Slot::last_miss`).
+    /// Ticks once per append that found nothing stored (see `Slot::misses`).
     miss_clock: AtomicU64,
     tables: core::cell::UnsafeCell<TableNames>,
 }
@@ -202,6 +236,20 @@ pub fn key_hash(key: &[u8]) -> u32 {
     key.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
+/// Remembers a miss in its slot: the same table and contact as a remembered one moves that one's
+/// clock; else it takes the place of the oldest, which folds into the overflow (every contact).
+fn note_miss(slot: &mut Slot, miss: Miss) {
+    if let Some(same) = slot.misses.iter_mut().find(|m| m.clock != 0 && m.table == miss.table && m.contact == miss.contact) {
+        same.clock = miss.clock;
+        return;
+    }
+    let oldest = (0..MISSES).min_by_key(|&i| slot.misses[i].clock).unwrap_or(0);
+    let old = std::mem::replace(&mut slot.misses[oldest], miss);
+    if old.clock != 0 {
+        slot.overflow = Miss { clock: old.clock.max(slot.overflow.clock), table: old.table, contact: 0 };
+    }
+}
+
 impl<A: ShmAlloc> Silo<A> {
     /// Allocates and initialises the silo with `size` slots (a power of two) in `alloc`'s memory.
     pub fn create(alloc: A, size: u32, limits: Limits) -> Option<NonNull<Silo<A>>> {
@@ -219,7 +267,7 @@ impl<A: ShmAlloc> Silo<A> {
         // SAFETY: both blocks are fresh, large enough and aligned for these types.
         unsafe {
             for i in 0..size as usize {
-                slots.add(i).write(Slot { lock: ShmMutex::new(), records: 0, first: ptr::null_mut(), last_miss: 0, miss_table: 0 });
+                slots.add(i).write(Slot { lock: ShmMutex::new(), records: 0, first: ptr::null_mut(), misses: [Miss::NEVER; MISSES], overflow: Miss::NEVER });
             }
             let tables = TableNames {
                 lock: ShmMutex::new(),
@@ -402,13 +450,14 @@ impl<A: ShmAlloc> Silo<A> {
         self.collect(key, None, out)
     }
 
-    /// As `transactions_of`, for an append from usrloc `table` (a `table_id`): when the AoR has
-    /// nothing stored, the miss is remembered in its slot (see `missed_since`).
-    pub fn transactions_for_append(&self, key: &[u8], table: u8, out: &mut Vec<TransactionId>) -> bool {
-        self.collect(key, Some(table), out)
+    /// As `transactions_of`, for an append from usrloc `table` (a `table_id`) of every contact
+    /// found, or of the one `contact`: when the AoR has nothing stored, the miss is remembered
+    /// in its slot (see `missed_since`).
+    pub fn transactions_for_append(&self, key: &[u8], table: u8, contact: Option<&[u8]>, out: &mut Vec<TransactionId>) -> bool {
+        self.collect(key, Some((table, contact.map_or(0, contact_hash))), out)
     }
 
-    fn collect(&self, key: &[u8], miss_table: Option<u8>, out: &mut Vec<TransactionId>) -> bool {
+    fn collect(&self, key: &[u8], miss: Option<(u8, u32)>, out: &mut Vec<TransactionId>) -> bool {
         let hash = key_hash(key);
         let slot = self.slot(hash);
         let _guard = self.lock(slot);
@@ -416,9 +465,9 @@ impl<A: ShmAlloc> Silo<A> {
         unsafe {
             let rec = find_record(slot, hash, key);
             if rec.is_null() {
-                if let Some(table) = miss_table {
-                    (*slot).last_miss = self.miss_clock.fetch_add(1, SeqCst) + 1;
-                    (*slot).miss_table = table;
+                if let Some((table, contact)) = miss {
+                    let clock = self.miss_clock.fetch_add(1, SeqCst) + 1;
+                    note_miss(&mut *slot, Miss { clock, table, contact });
                 }
                 return false;
             }
@@ -436,14 +485,25 @@ impl<A: ShmAlloc> Silo<A> {
         self.miss_clock.load(SeqCst)
     }
 
-    /// Whether an append for a key of `key`'s slot found nothing stored after the miss clock
-    /// read `since`; then the table it used (0 when unknown). Hash neighbours share a slot, so
-    /// this may say yes for another AoR: the caller's catch-up append finds nothing new then.
-    pub fn missed_since(&self, key: &[u8], since: u64) -> Option<u8> {
+    /// The appends for keys of `key`'s slot that found nothing stored after the miss clock read
+    /// `since` (empty: none): what a store's catch-up must add. An append of every contact of a
+    /// table stands for the by-contact ones of that table. Hash neighbours share a slot, so this
+    /// may name another AoR's misses: the caller's catch-up append finds nothing new then.
+    pub fn missed_since(&self, key: &[u8], since: u64) -> Vec<Missed> {
         let slot = self.slot(key_hash(key));
         let _guard = self.lock(slot);
         // SAFETY: read under the slot lock.
-        unsafe { ((*slot).last_miss > since).then_some((*slot).miss_table) }
+        let (misses, overflow) = unsafe { ((*slot).misses, (*slot).overflow) };
+        let recent: Vec<Miss> = misses.iter().chain([&overflow]).filter(|m| m.clock > since).copied().collect();
+        let mut out: Vec<Missed> = Vec::new();
+        for m in &recent {
+            let every = recent.iter().any(|o| o.table == m.table && o.contact == 0);
+            let missed = Missed { table: m.table, contact: (!every).then_some(m.contact) };
+            if !out.contains(&missed) {
+                out.push(missed);
+            }
+        }
+        out
     }
 
     /// A small number for a usrloc table name (1..=8), or 0 when the name is too long or the

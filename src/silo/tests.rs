@@ -456,18 +456,18 @@ fn an_append_that_finds_nothing_leaves_a_miss_for_routes_started_before_it() {
 
     let before = silo.miss_clock();
     let mut ids = Vec::new();
-    assert!(!silo.transactions_for_append(b"bob", location, &mut ids));
+    assert!(!silo.transactions_for_append(b"bob", location, None, &mut ids));
     let after = silo.miss_clock();
     assert!(after > before);
-    assert_eq!(silo.missed_since(b"bob", before), Some(location), "a route that started before the miss");
-    assert_eq!(silo.missed_since(b"bob", after), None, "a route that started after it");
+    assert_eq!(silo.missed_since(b"bob", before), [Missed { table: location, contact: None }], "a route that started before the miss");
+    assert_eq!(silo.missed_since(b"bob", after), [], "a route that started after it");
     // transactions_of (ts.lookup, dumps) is no append: it leaves no miss.
     assert!(!silo.transactions_of(b"carol", &mut ids));
     assert_eq!(silo.miss_clock(), after);
 
     // A stored AoR is no miss.
     let h = stored(silo.store(b"bob", id(1, 1)));
-    assert!(silo.transactions_for_append(b"bob", location, &mut ids));
+    assert!(silo.transactions_for_append(b"bob", location, None, &mut ids));
     assert_eq!(silo.miss_clock(), after);
     unsafe { silo.remove(h) };
 
@@ -480,6 +480,44 @@ fn an_append_that_finds_nothing_leaves_a_miss_for_routes_started_before_it() {
     assert_eq!(silo.table_id(b"one-too-many"), 0);
     assert_eq!(silo.table_name(0), None);
     assert_eq!(silo.table_name(9), None);
+    unsafe { Silo::destroy(ptr) };
+    assert_eq!(heap.live(), 0);
+}
+
+#[test]
+fn a_miss_of_one_contact_is_caught_up_for_that_contact_only() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 1, Limits::default()).unwrap(); // one slot: every key shares it
+    let silo = unsafe { ptr.as_ref() };
+    let (location, pn) = (silo.table_id(b"location"), silo.table_id(b"location_pn"));
+    let mut ids = Vec::new();
+    let one = |table, c: &[u8]| Missed { table, contact: Some(contact_hash(c)) };
+
+    // Two devices of two users register by contact while a route runs: both are remembered.
+    let start = silo.miss_clock();
+    assert!(!silo.transactions_for_append(b"bob", pn, Some(b"sip:bob@10.0.0.1"), &mut ids));
+    assert!(!silo.transactions_for_append(b"ann", pn, Some(b"sip:ann@10.0.0.2"), &mut ids));
+    assert_eq!(silo.missed_since(b"bob", start), [one(pn, b"sip:bob@10.0.0.1"), one(pn, b"sip:ann@10.0.0.2")]);
+    // The same device again moves its miss, does not take a second place.
+    let later = silo.miss_clock();
+    assert!(!silo.transactions_for_append(b"bob", pn, Some(b"sip:bob@10.0.0.1"), &mut ids));
+    assert_eq!(silo.missed_since(b"bob", later), [one(pn, b"sip:bob@10.0.0.1")]);
+
+    // A third contact pushes the oldest out: it is not lost, it stands for its whole table now.
+    assert!(!silo.transactions_for_append(b"cid", location, Some(b"sip:cid@10.0.0.3"), &mut ids));
+    let missed = silo.missed_since(b"bob", start);
+    assert!(missed.contains(&Missed { table: pn, contact: None }), "{missed:?}");
+    assert!(missed.contains(&one(location, b"sip:cid@10.0.0.3")), "{missed:?}");
+    assert!(!missed.contains(&one(pn, b"sip:bob@10.0.0.1")), "subsumed by the whole table: {missed:?}");
+
+    // An append of every contact of a table stands for that table's by-contact misses.
+    let now = silo.miss_clock();
+    assert!(!silo.transactions_for_append(b"dan", location, Some(b"sip:dan@10.0.0.4"), &mut ids));
+    assert!(!silo.transactions_for_append(b"dan", location, None, &mut ids));
+    assert_eq!(silo.missed_since(b"dan", now), [Missed { table: location, contact: None }]);
+    assert_eq!(silo.missed_since(b"dan", silo.miss_clock()), []);
+    assert_ne!(contact_hash(b""), 0, "0 stands for every contact");
+    assert_eq!(size_of::<Slot>(), 64, "README (hash_size) says what a slot costs");
     unsafe { Silo::destroy(ptr) };
     assert_eq!(heap.live(), 0);
 }

@@ -1,0 +1,101 @@
+//! A store's catch-up adds what the append it missed would have added, no more. The INVITE's
+//! route sleeps between its start and ts_store(), so that a device's REGISTER, appending by
+//! contact from another worker meanwhile, finds nothing stored (a miss); when the route is over
+//! the store catches up. With RFC 8599 devices (examples/) the by-contact append's table also
+//! holds bindings of other devices that are asleep, at stale addresses: they must not ring.
+
+mod harness;
+use harness::*;
+
+const CFG: &str = r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=4
+listen=udp:127.0.0.1:{PORT}
+auto_aliases=no
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "xlog.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "cfgutils.so"
+loadmodule "ctl.so"
+loadmodule "kex.so"
+loadmodule "tsilo.so"
+modparam("ctl", "binrpc", "unix:{CTL}")
+modparam("usrloc", "db_mode", 0)
+
+request_route {
+	if (is_method("CANCEL")) {
+		if (t_check_trans()) {
+			t_relay();
+		}
+		exit;
+	}
+	if (has_totag()) {
+		if (is_method("ACK") && t_check_trans()) {
+			t_relay();
+		}
+		exit;
+	}
+	if (is_method("REGISTER")) {
+		# Devices woken by a push live in "parked"; the call is relayed to "location" only.
+		if ($hdr(X-Table) == "parked") {
+			save("parked");
+			$var(rc) = ts_append_by_contact("parked", "$tu", "$(ct{nameaddr.uri})");
+		} else {
+			save("location");
+			$var(rc) = ts_append("location", "$tu");
+		}
+		xlog("L_INFO", "REGISTER $ct: append $var(rc)\n");
+		exit;
+	}
+	t_newtran();
+	# The test's REGISTER comes in now and finds nothing stored.
+	usleep("400000");
+	ts_store();
+	if (!lookup("location")) {
+		t_reply("404", "Not Found");
+		exit;
+	}
+	t_relay();
+}
+"#;
+
+#[test]
+fn a_missed_by_contact_append_is_caught_up_for_its_device_only() {
+    let k = Kamailio::start(CFG);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let asleep = Ua::new("bob", k.port);
+    let woken = Ua::new("bob", k.port);
+    assert_eq!(phone.register("").status(), Some(200));
+    assert_eq!(asleep.register("X-Table: parked\r\n").status(), Some(200));
+
+    let call = alice.invite("bob");
+    std::thread::sleep(MS(100)); // inside the INVITE's usleep
+    assert_eq!(woken.register("X-Table: parked\r\n").status(), Some(200));
+    assert!(k.wait_log(&format!("REGISTER <{}>: append -2", woken.contact_uri()), SECS(2)), "the REGISTER did not miss the call:\n{}", k.log_tail(20));
+
+    let phone_inv = phone.expect_request("INVITE", SECS(5));
+    let inv = woken.expect_request("INVITE", SECS(5));
+    assert_eq!(inv.call_id(), call.call_id);
+    assert_eq!(k.stat("tsilo:store_catch_up"), 1);
+    asleep.expect_no_request("INVITE", MS(300));
+    woken.expect_no_request("INVITE", MS(100));
+
+    phone.reply(&phone_inv, 180, "Ringing");
+    woken.reply(&inv, 180, "Ringing");
+    alice.cancel(&call);
+    phone.answer_cancel(&phone_inv, SECS(5));
+    woken.answer_cancel(&inv, SECS(5));
+    let r = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(r.status(), Some(487));
+    alice.ack(&call, &r);
+    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+    asleep.expect_no_request("INVITE", MS(100));
+}
