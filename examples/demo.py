@@ -2,12 +2,13 @@
 """make demo: late parallel forking with tsilo, on a real Kamailio, printed as a ladder.
 
 Kamailio runs examples/kamailio.cfg with this tsilo.so; a small push gateway stub answers its
-HTTP push requests by waking the callee's sleeping devices, which then REGISTER.
+HTTP push requests, one per device (RFC 8599: each device registered its pn-provider, pn-prid and
+pn-param in its Contact), by waking that device, which then REGISTERs.
 
-Call 1: bob has three devices: his phone is awake, his tablet and laptop are asleep. alice calls
-        bob: the INVITE rings the phone and is stored; the push wakes the tablet and the laptop,
-        each REGISTERs and gets its own branch of the same INVITE (ts_append). The laptop answers,
-        the other branches are cancelled.
+Call 1: bob has three devices: his phone is awake (no pn parameters), his tablet (apns) and laptop
+        (fcm) are asleep. alice calls bob: the INVITE rings the phone and is stored; one push per
+        sleeping device wakes the tablet and the laptop, each REGISTERs and gets its own branch of
+        the same INVITE (ts_append_by_contact). The laptop answers, the other branches are cancelled.
 Call 2: carol's only device is asleep: the INVITE is suspended (t_suspend), the push wakes the
         device, its REGISTER resumes the call (t_continue), which is relayed and answered.
 
@@ -70,8 +71,11 @@ def summary(msg):
 class Endpoint:
     """A SIP endpoint on a UDP socket of its own, talking to Kamailio."""
 
-    def __init__(self, name, user, proxy):
+    def __init__(self, name, user, proxy, pn=None):
         self.name, self.user, self.proxy = name, user, proxy
+        # RFC 8599: (provider, prid, param) in the Contact URI, with a +sip.instance.
+        self.contact_params = "".join(f";pn-{k}={v}" for k, v in zip(("provider", "prid", "param"), pn or ()))
+        self.instance = f';+sip.instance="<urn:uuid:00000000-0000-4000-8000-{name.encode().hex()[:12]:0>12}>"' if pn else ""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -87,7 +91,8 @@ class Endpoint:
                f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{random.getrandbits(48):x};rport\r\n"
                f"Max-Forwards: 70\r\nFrom: <sip:{self.user}@127.0.0.1>;tag={self.name}{self.cseq}\r\n"
                f"To: {to}\r\nCall-ID: {call_id or f'{random.getrandbits(64):x}@demo'}\r\n"
-               f"CSeq: {self.cseq} {method}\r\nContact: <sip:{self.user}@127.0.0.1:{self.port}>\r\n{extra}"
+               f"CSeq: {self.cseq} {method}\r\nContact: <sip:{self.user}@127.0.0.1:{self.port}{self.contact_params}>"
+               f"{self.instance}\r\n{extra}"
                f"Content-Length: {len(body)}\r\n\r\n{body}")
         self.send(msg)
         return msg
@@ -114,9 +119,9 @@ class Endpoint:
 class Device(Endpoint, threading.Thread):
     """A callee's device: registers when told to, rings on INVITE, answers if it is the one."""
 
-    def __init__(self, name, user, proxy, answer_after=None):
+    def __init__(self, name, user, proxy, answer_after=None, pn=None):
         threading.Thread.__init__(self, daemon=True)
-        Endpoint.__init__(self, name, user, proxy)
+        Endpoint.__init__(self, name, user, proxy, pn)
         self.answer_after = answer_after
         self.registered = threading.Event()
         self.done = threading.Event()
@@ -148,11 +153,11 @@ class Device(Endpoint, threading.Thread):
 
 
 class PushGateway(http.server.ThreadingHTTPServer):
-    """Stands in for an APNs/FCM gateway: a push for a user wakes that user's sleeping devices,
-    each after its own delay."""
+    """Stands in for an APNs/FCM gateway: a push for a device (its pn-prid) wakes it after a
+    delay of its own."""
 
     def __init__(self):
-        self.sleeping = {}  # user -> [(device, delay)]
+        self.sleeping = {}  # prid -> (device, delay)
         super().__init__(("127.0.0.1", 0), PushHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -160,13 +165,14 @@ class PushGateway(http.server.ThreadingHTTPServer):
 class PushHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         push = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-        ladder("kamailio", "push-gw", f"HTTP POST push {push.get('user')}")
+        ladder("kamailio", "push-gw", f"push {push.get('provider')} {push.get('prid')}")
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"{}")
         ladder("push-gw", "kamailio", "HTTP 200")
-        for device, delay in self.server.sleeping.pop(push.get("user"), []):
-            threading.Timer(delay, device.register).start()
+        woken = self.server.sleeping.pop(push.get("prid"), None)
+        if woken:
+            threading.Timer(woken[1], woken[0].register).start()
 
     def log_message(self, *args):
         pass
@@ -231,17 +237,21 @@ def main():
 
         alice = Endpoint("alice", "alice", port)
         phone = Device("bob-phone", "bob", port)
-        tablet = Device("bob-tablet", "bob", port)
-        laptop = Device("bob-laptop", "bob", port, answer_after=1.0)
+        tablet = Device("bob-tablet", "bob", port, pn=("apns", "t0k3n-tablet", "TEAM.demo.voip"))
+        laptop = Device("bob-laptop", "bob", port, answer_after=1.0, pn=("fcm", "t0k3n-laptop", "demo"))
+        carol = Device("carol-phone", "carol", port, answer_after=1.0, pn=("fcm", "t0k3n-carol", "demo"))
+        say("\nThe devices register; the tablet, the laptop and carol's phone (pn parameters) then sleep")
+        for d in (phone, tablet, laptop, carol):
+            d.register()
+            d.registered.wait(5)
+        time.sleep(0.2)  # their REGISTER routes finish (a device registering as a call comes in rings)
         say("\nCall 1: bob's phone is awake, his tablet and laptop are asleep")
-        phone.register()
-        phone.registered.wait(5)
-        gateway.sleeping["bob"] = [(tablet, 0.4), (laptop, 0.8)]
+        gateway.sleeping["t0k3n-tablet"] = (tablet, 0.4)
+        gateway.sleeping["t0k3n-laptop"] = (laptop, 0.8)
         call(alice, "bob", port, ctl, show_dump_after=time.time() - START + 1.2)
 
         say("\nCall 2: carol's only device is asleep: the call waits, suspended, for it")
-        carol = Device("carol-phone", "carol", port, answer_after=1.0)
-        gateway.sleeping["carol"] = [(carol, 0.5)]
+        gateway.sleeping["t0k3n-carol"] = (carol, 0.5)
         call(alice, "carol", port, ctl, show_dump_after=time.time() - START + 1.0)
 
         for _ in range(100):

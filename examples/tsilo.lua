@@ -1,6 +1,9 @@
--- Late parallel forking with tsilo, in Lua (KEMI): the flow of examples/kamailio.cfg.
--- INVITE/MESSAGE: ts_store, then relay + push if a device is registered, else push + t_suspend.
--- REGISTER: save, then resume a suspended call (t_continue) or ts_append to stored ones.
+-- Late parallel forking with tsilo, in Lua (KEMI): the flow of examples/kamailio.cfg (RFC 8599).
+-- REGISTER: save (devices with pn-provider/pn-prid in "location_pn", the others in "location";
+--   the same device from a new address replaces its old binding), then resume the call waiting
+--   for the user's first device (t_continue) or append a branch to stored ones (ts_append*).
+-- INVITE/MESSAGE: ts_store; relay to devices without pn parameters; one push per device with
+--   them; nobody reachable: t_suspend until one registers; nobody reachable or pushed: 480.
 
 local FLT_EXIT = 0
 
@@ -31,12 +34,32 @@ function ksr_request_route()
 	KSR.sl.sl_send_reply(405, "Method Not Allowed")
 end
 
+-- A parameter of a SIP URI ("" when absent); `name` is a Lua pattern ("pn%-prid").
+local function uri_param(uri, name)
+	return string.match(uri, ";" .. name .. "=([^;>]*)") or ""
+end
+
+-- The device registering now, set before t_continue() runs ksr_route_resume in this process.
+local woken
+
 function ksr_route_register()
-	if KSR.registrar.save("location", 0) < 0 then
+	local user = KSR.pv.get("$tU")
+	local contact = KSR.pv.get("$(ct{nameaddr.uri})") or ""
+	local prid = uri_param(contact, "pn%-prid")
+	local table = "location"
+	if uri_param(contact, "pn%-provider") ~= "" and prid ~= "" then
+		table = "location_pn"
+		-- Same device (pn-prid) from a new address without +sip.instance: drop its old binding
+		-- (with an instance, the registrar matches it and replaces it itself).
+		local ct = KSR.hdr.get("Contact") or ""
+		if not string.find(ct, "+sip.instance", 1, true) and KSR.hdr.get("Expires") ~= "0" then
+			replace_by_prid(user, contact, prid)
+		end
+	end
+	if KSR.registrar.save(table, 0) < 0 then
 		KSR.sl.sl_reply_error()
 		return
 	end
-	local user = KSR.pv.get("$tU")
 	-- Take the waiting call, if any, under a lock: only one device may resume it.
 	KSR.cfgutils.lock(user)
 	local waiting = KSR.htable.sht_get("suspended", user)
@@ -45,43 +68,66 @@ function ksr_route_register()
 	if waiting then
 		local tindex, tlabel = string.match(waiting, "(%d+):(%d+)")
 		KSR.info("REGISTER " .. user .. ": resuming call " .. waiting .. "\n")
+		woken = contact
 		if KSR.tmx.t_continue(tonumber(tindex), tonumber(tlabel), "ksr_route_resume") > 0 then
 			return
 		end
 		-- Gone meanwhile (the caller hung up): calls still stored get the device below.
 		KSR.notice("REGISTER " .. user .. ": call " .. waiting .. " could not be resumed\n")
 	end
-	-- Calls already ringing other devices: add a branch to this one. -2: none stored.
-	local rc = KSR.tsilo.ts_append("location", KSR.pv.get("$tu"))
+	-- Calls already ringing other devices: add a branch to this one. A pushed device gets only
+	-- its own new binding (the other pushed devices' are stale until they register). -2: none.
+	local rc
+	if table == "location_pn" then
+		rc = KSR.tsilo.ts_append_by_contact_uri("location_pn", KSR.pv.get("$tu"), contact)
+	else
+		rc = KSR.tsilo.ts_append("location", KSR.pv.get("$tu"))
+	end
 	if rc < 0 and rc ~= -2 then
 		KSR.warn("REGISTER " .. user .. ": ts_append failed (" .. rc .. ")\n")
 	end
 end
 
+-- Removes the bindings of the registering device (same pn-prid) at another address.
+function replace_by_prid(user, contact, prid)
+	if KSR.registrar.reg_fetch_contacts("location_pn", KSR.pv.get("$tu"), "old") < 0 then return end
+	for i = 0, (KSR.pv.get("$(ulc(old=>count))") or 0) - 1 do
+		local addr = KSR.pv.get("$(ulc(old=>addr)[" .. i .. "])") or ""
+		if uri_param(addr, "pn%-prid") == prid and addr ~= contact then
+			KSR.info("REGISTER " .. user .. ": device " .. prid .. " moved, dropping its binding " .. addr .. "\n")
+			KSR.registrar.unregister_ruid("location_pn", KSR.pv.get("$tu"), KSR.pv.get("$(ulc(old=>ruid)[" .. i .. "])"))
+		end
+	end
+	KSR.registrar.reg_free_contacts("old")
+end
+
 function ksr_route_call(method)
 	if method == "INVITE" then KSR.rr.record_route() end
-	-- Store first: before lookup() the key is the called user, and before t_relay() a device
-	-- that registers right away already finds the call.
+	local aor = "sip:" .. KSR.pv.get("$rU") .. "@" .. KSR.pv.get("$rd")
 	local rc = KSR.tm.t_newtran()
 	if rc == 0 then return end -- a retransmission: TM has answered it
 	if rc < 0 then
 		KSR.sl.sl_reply_error()
 		return
 	end
-	-- Not stored: devices reachable now still ring, late ones will not.
+	-- Store first: before lookup() the key is the called user, and before t_relay() a device
+	-- that registers right away already finds the call. Not stored: devices reachable now still
+	-- ring, late ones will not.
 	if KSR.tsilo.ts_store() < 0 then
 		KSR.warn(method .. " to " .. KSR.pv.get("$tU") .. ": ts_store failed\n")
 	end
+	-- The devices reachable now (no pn parameters).
 	if KSR.registrar.lookup("location") > 0 then
 		if KSR.tm.t_relay() < 0 then
 			KSR.tm.t_reply(500, "Relay Failed")
 			return
 		end
-		push()
+		push(aor) -- wake the others; each one's REGISTER appends a branch
 		return
 	end
-	if not push() then
-		KSR.tm.t_reply(480, "Temporarily Unavailable (push failed)")
+	-- Nobody reachable: push, and hold the call until the first device registers.
+	if push(aor) == 0 then
+		KSR.tm.t_reply(480, "Temporarily Unavailable")
 		return
 	end
 	if KSR.tmx.t_suspend() < 0 then
@@ -94,25 +140,32 @@ function ksr_route_call(method)
 	KSR.cfgutils.unlock(user)
 end
 
--- Asks the push gateway to wake the callee's devices; false when it fails.
-function push()
-	local body = string.format('{"user":"%s","from":"%s","call_id":"%s"}',
-		KSR.pv.get("$tU"), KSR.pv.get("$fU"), KSR.pv.get("$ci"))
-	local code = KSR.http_client.query_post_hdrs(KSR.pv.get("$shv(push_url)"), body,
-		"Content-Type: application/json", "$var(push)")
-	if code < 200 or code > 299 then
-		KSR.warn("push for " .. KSR.pv.get("$tU") .. " failed (HTTP " .. code .. ")\n")
-		return false
+-- One push per device of `aor` with pn parameters; returns how many the gateway accepted.
+function push(aor)
+	local pushed = 0
+	if KSR.registrar.reg_fetch_contacts("location_pn", aor, "pn") < 0 then return 0 end
+	for i = 0, (KSR.pv.get("$(ulc(pn=>count))") or 0) - 1 do
+		local addr = KSR.pv.get("$(ulc(pn=>addr)[" .. i .. "])") or ""
+		local provider, prid = uri_param(addr, "pn%-provider"), uri_param(addr, "pn%-prid")
+		local body = string.format('{"user":"%s","from":"%s","call_id":"%s","provider":"%s","prid":"%s","param":"%s"}',
+			KSR.pv.get("$tU"), KSR.pv.get("$fU"), KSR.pv.get("$ci"), provider, prid, uri_param(addr, "pn%-param"))
+		local code = KSR.http_client.query_post_hdrs(KSR.pv.get("$shv(push_url)"), body,
+			"Content-Type: application/json", "$var(push)")
+		if code >= 200 and code <= 299 then
+			pushed = pushed + 1
+			KSR.info("push sent for " .. KSR.pv.get("$tU") .. " to " .. provider .. " device " .. prid .. "\n")
+		else
+			KSR.warn("push for " .. KSR.pv.get("$tU") .. " to device " .. prid .. " failed (HTTP " .. code .. ")\n")
+		end
 	end
-	return true
+	KSR.registrar.reg_free_contacts("pn")
+	return pushed
 end
 
--- A REGISTER resumed a suspended call (t_continue): relay it (it is stored already).
+-- A REGISTER resumed a suspended call (t_continue), in the registering process: relay it to
+-- the device that registered (it is stored already).
 function ksr_route_resume()
-	if KSR.registrar.lookup("location") < 0 then
-		KSR.tm.t_reply(480, "Temporarily Unavailable")
-		return
-	end
+	KSR.pv.sets("$ru", woken)
 	if KSR.tm.t_relay() < 0 then
 		KSR.tm.t_reply(500, "Relay Failed")
 	end

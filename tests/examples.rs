@@ -1,8 +1,9 @@
-//! The example configs (native script and Lua/KEMI) run the push flow end to end: a push
-//! gateway stub stands in for APNs/FCM, devices register after their push.
+//! The example configs (native script and Lua/KEMI) run the RFC 8599 push flow end to end: a
+//! push gateway stub stands in for APNs/FCM and records each push; devices with pn-provider /
+//! pn-prid / pn-param in their Contact are pushed, wake and register again from a new address.
 
 mod harness;
-use harness::push::{woken_device_answers, PushStub};
+use harness::push::{settle, woken_device_answers, Device, PushStub};
 use harness::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -28,34 +29,137 @@ fn example(flavour: Flavour, push_url: &str) -> String {
     defines + &std::fs::read_to_string(manifest_path(file)).unwrap()
 }
 
+/// The demo's first call: the phone rings now, the pushed tablet when it wakes.
 fn push_wakes_a_late_device(flavour: Flavour) {
     let push = PushStub::start();
     let k = Kamailio::start(&example(flavour, &push.url()));
     woken_device_answers(&k, &push);
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
-    assert_eq!(push.count("bob"), 1, "{flavour:?}: one push per call");
     // The phone's REGISTER found nothing stored (-2): normal, not a failure to report.
     let log = k.log();
     assert!(!log.contains("ts_append failed") && !log.contains("ts_store failed"), "{flavour:?}:\n{log}");
 }
 
+/// The user: three devices, one reachable without pn parameters, two asleep with pn
+/// parameters of different providers (one with +sip.instance, one without). Exactly two pushes,
+/// each with its device's provider, prid and param; the first to wake rings once, at its new
+/// address only, and its old binding is gone; the call is answered there; the second wakes after
+/// the answer: nothing rings, and its old binding is replaced too.
+fn each_pushable_device_is_pushed_and_rings_once_woken(flavour: Flavour) {
+    let push = PushStub::start();
+    let k = Kamailio::start(&example(flavour, &push.url()));
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Device::new("bob", k.port, "apns", "a1b2c3", "TEAM.com.example.voip", Some("00000000-0000-4000-8000-00000000b0b1"));
+    let laptop = Device::new("bob", k.port, "fcm", "fcm-token-9", "", None);
+    for ua in [&phone, &tablet.ua, &laptop.ua] {
+        assert_eq!(ua.register("").status(), Some(200));
+    }
+    settle();
+    let call = alice.invite("bob");
+    let phone_inv = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&phone_inv, 180, "Ringing");
+    let pushes = push.wait_pushes("bob", 2);
+    assert_eq!(pushes.len(), 2, "{flavour:?}: {pushes:?}");
+    assert!(pushes.iter().any(|p| tablet.is_pushed_by(p, &call.call_id)), "{flavour:?}: {pushes:?}");
+    assert!(pushes.iter().any(|p| laptop.is_pushed_by(p, &call.call_id)), "{flavour:?}: {pushes:?}");
+
+    // The tablet wakes and registers from a new address.
+    let tablet_now = tablet.wake();
+    assert_eq!(tablet_now.ua.register("").status(), Some(200));
+    let inv = tablet_now.ua.expect_request("INVITE", SECS(5));
+    assert_eq!(inv.call_id(), call.call_id);
+    tablet_now.ua.expect_no_request("INVITE", MS(300));
+    let dump = k.kamcmd(&["ul.dump"]).unwrap();
+    assert!(!dump.contains(&format!("127.0.0.1:{};", tablet.ua.port)), "{flavour:?}: the tablet's old binding stayed:\n{dump}");
+    assert!(dump.contains(&tablet_now.ua.contact_uri()), "{dump}");
+    tablet_now.ua.reply(&inv, 200, "OK");
+    phone.answer_cancel(&phone_inv, SECS(5));
+    let ok = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+    alice.ack(&call, &ok);
+    tablet_now.ua.expect_request("ACK", SECS(5));
+
+    // The laptop wakes after the answer: no branch for an answered call.
+    let laptop_now = laptop.wake();
+    assert_eq!(laptop_now.ua.register("").status(), Some(200));
+    laptop_now.ua.expect_no_request("INVITE", MS(500));
+    let dump = k.kamcmd(&["ul.dump"]).unwrap();
+    assert!(!dump.contains(&format!("127.0.0.1:{};", laptop.ua.port)), "{flavour:?}: the laptop's old binding stayed:\n{dump}");
+    assert!(dump.contains(&laptop_now.ua.contact_uri()), "{dump}");
+    // Stale bindings never got anything.
+    tablet.ua.expect_no_request("INVITE", MS(100));
+    laptop.ua.expect_no_request("INVITE", MS(100));
+    assert_eq!(push.pushes_for("bob").len(), 2);
+    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    alice.in_dialog(&call, &ok, "BYE", call.cseq + 1);
+    let bye = tablet_now.ua.expect_request("BYE", SECS(5));
+    tablet_now.ua.reply(&bye, 200, "OK");
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
+    assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
+}
+
+/// Nobody reachable, two devices pushable: the call waits suspended; the first device to wake
+/// registers from a new address and the call rings it there (and not the other's stale binding);
+/// the second wakes while it rings and gets its branch at its new address.
 fn suspended_call_resumes_when_the_first_device_registers(flavour: Flavour) {
     let push = PushStub::start();
     let k = Kamailio::start(&example(flavour, &push.url()));
     let alice = Ua::new("alice", k.port);
-    let carol = Ua::new("carol", k.port);
+    let phone = Device::new("carol", k.port, "fcm", "carol-phone", "", Some("00000000-0000-4000-8000-0000000ca201"));
+    let tablet = Device::new("carol", k.port, "apns", "carol-tablet", "TEAM.app", None);
+    assert_eq!(phone.ua.register("").status(), Some(200));
+    assert_eq!(tablet.ua.register("").status(), Some(200));
+    settle();
     let call = alice.invite("carol");
-    assert!(push.wait_push("carol"), "{flavour:?}: no push for carol");
+    let pushes = push.wait_pushes("carol", 2);
+    assert_eq!(pushes.len(), 2, "{flavour:?}: {pushes:?}");
+    assert!(pushes.iter().any(|p| phone.is_pushed_by(p, &call.call_id)) && pushes.iter().any(|p| tablet.is_pushed_by(p, &call.call_id)), "{pushes:?}");
     alice.recv_matching(SECS(5), |m| m.status() == Some(100)).expect("100 Trying while suspended");
     assert!(k.wait_stat("tsilo:stored_transactions", 1, SECS(5)), "the suspended call is stored");
-    carol.register("");
-    let inv = carol.expect_request("INVITE", SECS(5));
-    carol.reply(&inv, 180, "Ringing");
-    carol.reply(&inv, 200, "OK");
+    let phone_now = phone.wake();
+    assert_eq!(phone_now.ua.register("").status(), Some(200));
+    let inv = phone_now.ua.expect_request("INVITE", SECS(5));
+    phone_now.ua.reply(&inv, 180, "Ringing");
+    tablet.ua.expect_no_request("INVITE", MS(300));
+    let tablet_now = tablet.wake();
+    assert_eq!(tablet_now.ua.register("").status(), Some(200));
+    let tablet_inv = tablet_now.ua.expect_request("INVITE", SECS(5));
+    assert_eq!(tablet_inv.call_id(), call.call_id);
+    // TM cancels a branch only once it has a provisional reply: let the caller see both 180s.
+    tablet_now.ua.reply(&tablet_inv, 180, "Ringing");
+    for _ in 0..2 {
+        alice.recv_matching(SECS(5), |m| m.status() == Some(180)).expect("180 from each device");
+    }
+    phone_now.ua.reply(&inv, 200, "OK");
+    tablet_now.ua.answer_cancel(&tablet_inv, SECS(5));
     let ok = alice.final_reply("INVITE", SECS(5));
     assert_eq!(ok.status(), Some(200), "{}", ok.raw);
-    alice.hangup_via(&call, &ok, &carol);
+    alice.hangup_via(&call, &ok, &phone_now.ua);
+    for stale in [&phone.ua, &tablet.ua] {
+        stale.expect_no_request("INVITE", MS(100));
+    }
+    assert_eq!(k.stat("tsilo:added_branches"), 1);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
+}
+
+/// Nobody reachable and nobody pushable: 480 at once, no push. dave's only device (no pn
+/// parameters) has unregistered; erin never registered.
+fn nobody_reachable_nobody_pushable_is_480(flavour: Flavour) {
+    let push = PushStub::start();
+    let k = Kamailio::start(&example(flavour, &push.url()));
+    let alice = Ua::new("alice", k.port);
+    let dave = Ua::new("dave", k.port);
+    assert_eq!(dave.register("").status(), Some(200));
+    assert_eq!(dave.unregister().status(), Some(200));
+    for user in ["dave", "erin"] {
+        let call = alice.invite(user);
+        let r = alice.final_reply("INVITE", SECS(5));
+        assert_eq!(r.status(), Some(480), "{flavour:?}: {}", r.raw);
+        alice.ack(&call, &r);
+    }
+    assert_eq!(push.pushes_for("dave").len() + push.pushes_for("erin").len(), 0);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
 }
 
 fn a_failed_push_is_answered_480(flavour: Flavour, gateway: Option<&PushStub>) {
@@ -63,20 +167,23 @@ fn a_failed_push_is_answered_480(flavour: Flavour, gateway: Option<&PushStub>) {
     let url = gateway.map(|g| g.url()).unwrap_or_else(|| format!("http://127.0.0.1:{}/push", free_port()));
     let k = Kamailio::start(&example(flavour, &url));
     let alice = Ua::new("alice", k.port);
-    let dave = Ua::new("dave", k.port);
+    let dave = Device::new("dave", k.port, "apns", "dave-token", "p", None);
+    assert_eq!(dave.ua.register("").status(), Some(200));
+    settle();
     let call = alice.invite("dave");
     let r = alice.final_reply("INVITE", SECS(10));
     assert_eq!(r.status(), Some(480), "{}", r.raw);
     alice.ack(&call, &r);
-    assert!(k.wait_log("push for dave failed", SECS(2)), "{flavour:?}: {}", k.log_tail(20));
+    assert!(k.wait_log("push for dave to device dave-token failed", SECS(2)), "{flavour:?}: {}", k.log_tail(20));
     if let Some(g) = gateway {
         assert_eq!(g.count("dave"), 1, "{flavour:?}: the gateway was asked once");
     }
     // The answered call leaves the silo, and was never suspended: dave's device, waking
     // anyway, gets no INVITE.
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)), "{flavour:?}: the failed call stays stored");
-    assert_eq!(dave.register("").status(), Some(200));
-    dave.expect_no_request("INVITE", MS(500));
+    let woken = dave.wake();
+    assert_eq!(woken.ua.register("").status(), Some(200));
+    woken.ua.expect_no_request("INVITE", MS(500));
     assert_eq!(k.stat("tsilo:added_branches"), 0);
     assert!(!k.log().contains("resuming call"), "{flavour:?}: a failed call was left suspended");
 }
@@ -88,17 +195,20 @@ fn a_suspended_call_cancelled_before_any_device_registers(flavour: Flavour) {
     let push = PushStub::start();
     let k = Kamailio::start(&example(flavour, &push.url()));
     let alice = Ua::new("alice", k.port);
-    let erin = Ua::new("erin", k.port);
+    let erin = Device::new("erin", k.port, "fcm", "erin-token", "", None);
+    assert_eq!(erin.ua.register("").status(), Some(200));
+    settle();
     let call = alice.invite("erin");
-    assert!(push.wait_push("erin"), "{flavour:?}: no push for erin");
+    assert_eq!(push.wait_pushes("erin", 1).len(), 1, "{flavour:?}: no push for erin");
     alice.recv_matching(SECS(5), |m| m.status() == Some(100)).expect("100 Trying while suspended");
     alice.cancel(&call);
     let r = alice.final_reply("INVITE", SECS(5));
     assert_eq!(r.status(), Some(487), "{}", r.raw);
     alice.ack(&call, &r);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)), "{flavour:?}: the cancelled call stays stored");
-    assert_eq!(erin.register("").status(), Some(200));
-    erin.expect_no_request("INVITE", MS(500));
+    let woken = erin.wake();
+    assert_eq!(woken.ua.register("").status(), Some(200));
+    woken.ua.expect_no_request("INVITE", MS(500));
     assert!(k.wait_log("could not be resumed", SECS(2)), "{flavour:?}: {}", k.log_tail(20));
     assert_eq!(k.stat("tsilo:added_branches"), 0);
 }
@@ -117,6 +227,14 @@ fn native_failed_push() {
     a_failed_push_is_answered_480(Flavour::Native, Some(&PushStub::answering(503)));
 }
 #[test]
+fn native_each_pushable_device_is_pushed_and_rings_once_woken() {
+    each_pushable_device_is_pushed_and_rings_once_woken(Flavour::Native);
+}
+#[test]
+fn native_nobody_reachable_nobody_pushable_is_480() {
+    nobody_reachable_nobody_pushable_is_480(Flavour::Native);
+}
+#[test]
 fn native_suspended_call_cancelled() {
     a_suspended_call_cancelled_before_any_device_registers(Flavour::Native);
 }
@@ -132,6 +250,14 @@ fn lua_suspended_call_resumes() {
 fn lua_failed_push() {
     a_failed_push_is_answered_480(Flavour::Lua, None);
     a_failed_push_is_answered_480(Flavour::Lua, Some(&PushStub::answering(503)));
+}
+#[test]
+fn lua_each_pushable_device_is_pushed_and_rings_once_woken() {
+    each_pushable_device_is_pushed_and_rings_once_woken(Flavour::Lua);
+}
+#[test]
+fn lua_nobody_reachable_nobody_pushable_is_480() {
+    nobody_reachable_nobody_pushable_is_480(Flavour::Lua);
 }
 #[test]
 fn lua_suspended_call_cancelled() {

@@ -458,6 +458,10 @@ pub struct Ua {
     pub proxy: u16,
     queue: std::cell::RefCell<VecDeque<SipMsg>>,
     cseq: std::cell::Cell<u32>,
+    /// Parameters of the Contact URI (RFC 8599: ";pn-provider=..;pn-prid=..") and of the
+    /// Contact header (";+sip.instance=..."), in every request this UA sends.
+    pub uri_params: String,
+    pub contact_params: String,
 }
 
 /// An INVITE (or MESSAGE) this UA sent.
@@ -475,17 +479,22 @@ impl Ua {
     pub fn new(user: &str, proxy: u16) -> Ua {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = sock.local_addr().unwrap().port();
-        Ua { user: user.into(), sock, port, proxy, queue: Default::default(), cseq: std::cell::Cell::new(0) }
+        Ua { user: user.into(), sock, port, proxy, queue: Default::default(), cseq: std::cell::Cell::new(0), uri_params: String::new(), contact_params: String::new() }
+    }
+
+    /// A UA whose Contact carries `uri_params` in its URI and `contact_params` after it.
+    pub fn with_contact(user: &str, proxy: u16, uri_params: &str, contact_params: &str) -> Ua {
+        Ua { uri_params: uri_params.into(), contact_params: contact_params.into(), ..Ua::new(user, proxy) }
     }
 
     /// A UA on a given loopback port, if it is free.
     pub fn on_port(user: &str, proxy: u16, port: u16) -> Option<Ua> {
         let sock = UdpSocket::bind(("127.0.0.1", port)).ok()?;
-        Some(Ua { user: user.into(), sock, port, proxy, queue: Default::default(), cseq: std::cell::Cell::new(0) })
+        Some(Ua { user: user.into(), sock, port, proxy, queue: Default::default(), cseq: std::cell::Cell::new(0), uri_params: String::new(), contact_params: String::new() })
     }
 
     pub fn contact_uri(&self) -> String {
-        format!("sip:{}@127.0.0.1:{}", self.user, self.port)
+        format!("sip:{}@127.0.0.1:{}{}", self.user, self.port, self.uri_params)
     }
 
     pub fn send(&self, text: &str) {
@@ -503,10 +512,11 @@ impl Ua {
         let text = format!(
             "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch};rport\r\nMax-Forwards: 70\r\n\
              From: <sip:{user}@127.0.0.1>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
-             Contact: <{contact}>\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
+             Contact: <{contact}>{params}\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
             port = self.port,
             user = self.user,
             contact = self.contact_uri(),
+            params = self.contact_params,
             len = body.len()
         );
         self.send(&text);
