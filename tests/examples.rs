@@ -143,6 +143,32 @@ fn suspended_call_resumes_when_the_first_device_registers(flavour: Flavour) {
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
 }
 
+/// A MESSAGE takes the same way: the reachable phone gets it at once, the pushed tablet when it
+/// wakes, at its new address; the tablet answers.
+fn message_reaches_the_woken_device(flavour: Flavour) {
+    let push = PushStub::start();
+    let k = Kamailio::start(&example(flavour, &push.url()));
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Device::new("bob", k.port, "fcm", "bob-tablet-msg", "", None);
+    assert_eq!(phone.register("").status(), Some(200));
+    assert_eq!(tablet.ua.register("").status(), Some(200));
+    settle();
+    let msg = alice.call("MESSAGE", "bob", "");
+    phone.expect_request("MESSAGE", SECS(5)); // it never answers
+    let pushes = push.wait_pushes("bob", 1);
+    assert!(pushes.len() == 1 && tablet.is_pushed_by(&pushes[0], &msg.call_id), "{flavour:?}: {pushes:?}");
+    let woken = tablet.wake();
+    assert_eq!(woken.ua.register("").status(), Some(200));
+    let m = woken.ua.expect_request("MESSAGE", SECS(5));
+    assert_eq!(m.call_id(), msg.call_id);
+    woken.ua.reply(&m, 200, "OK");
+    assert_eq!(alice.final_reply("MESSAGE", SECS(5)).status(), Some(200));
+    tablet.ua.expect_no_request("MESSAGE", MS(100));
+    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
+}
+
 /// Nobody reachable and nobody pushable: 480 at once, no push. dave's only device (no pn
 /// parameters) has unregistered; erin never registered.
 fn nobody_reachable_nobody_pushable_is_480(flavour: Flavour) {
@@ -231,6 +257,10 @@ fn native_each_pushable_device_is_pushed_and_rings_once_woken() {
     each_pushable_device_is_pushed_and_rings_once_woken(Flavour::Native);
 }
 #[test]
+fn native_message_reaches_the_woken_device() {
+    message_reaches_the_woken_device(Flavour::Native);
+}
+#[test]
 fn native_nobody_reachable_nobody_pushable_is_480() {
     nobody_reachable_nobody_pushable_is_480(Flavour::Native);
 }
@@ -254,6 +284,10 @@ fn lua_failed_push() {
 #[test]
 fn lua_each_pushable_device_is_pushed_and_rings_once_woken() {
     each_pushable_device_is_pushed_and_rings_once_woken(Flavour::Lua);
+}
+#[test]
+fn lua_message_reaches_the_woken_device() {
+    message_reaches_the_woken_device(Flavour::Lua);
 }
 #[test]
 fn lua_nobody_reachable_nobody_pushable_is_480() {
