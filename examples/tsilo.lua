@@ -1,13 +1,15 @@
 -- Late parallel forking with tsilo, in Lua (KEMI): the flow of examples/kamailio.cfg (RFC 8599).
 -- REGISTER: save (devices with pn-provider/pn-prid in "location_pn", the others in "location";
---   the same device from a new address replaces its old binding), then resume the call waiting
---   for the user's first device (t_continue) or append a branch to stored ones (ts_append*).
+--   the same device from a new address replaces its old binding), then append a branch to the
+--   calls stored for the user (ts_append*; a suspended one goes on in ksr_route_resume, tsilo's
+--   resume_route).
 -- INVITE/MESSAGE: ts_store; relay to devices without pn parameters; one push per device with
 --   them; nobody reachable: t_suspend until one registers; nobody reachable or pushed: 480.
 
 local FLT_EXIT = 0
 
 function ksr_request_route()
+	woken = nil -- per request: the device ksr_route_register appends for
 	if KSR.maxfwd.process_maxfwd(10) < 0 then
 		KSR.sl.sl_send_reply(483, "Too Many Hops")
 		return
@@ -39,8 +41,8 @@ local function uri_param(uri, name)
 	return string.match(uri, ";" .. name .. "=([^;>]*)") or ""
 end
 
--- The device registering now, set before t_continue() runs ksr_route_resume in this process.
-local woken
+-- The device this process's REGISTER appends for (ksr_route_resume relays a suspended call to it).
+woken = nil
 
 function ksr_route_register()
 	local user = KSR.pv.get("$tU")
@@ -60,23 +62,16 @@ function ksr_route_register()
 		KSR.sl.sl_reply_error()
 		return
 	end
-	-- Take the waiting call, if any, under a lock: only one device may resume it.
-	KSR.cfgutils.lock(user)
-	local waiting = KSR.htable.sht_get("suspended", user)
-	if waiting then KSR.htable.sht_rm("suspended", user) end
-	KSR.cfgutils.unlock(user)
-	if waiting then
-		local tindex, tlabel = string.match(waiting, "(%d+):(%d+)")
-		KSR.info("REGISTER " .. user .. ": resuming call " .. waiting .. "\n")
-		woken = contact
-		if KSR.tmx.t_continue(tonumber(tindex), tonumber(tlabel), "ksr_route_resume") > 0 then
-			return
-		end
-		-- Gone meanwhile (the caller hung up): calls still stored get the device below.
-		KSR.notice("REGISTER " .. user .. ": call " .. waiting .. " could not be resumed\n")
+	-- Unregistering, or only asking for the bindings: nothing rings.
+	local ct = KSR.hdr.get("Contact") or ""
+	if contact == "" or KSR.hdr.get("Expires") == "0" or string.find(ct, ";%s*expires=0%f[^%d]") then
+		return
 	end
-	-- Calls already ringing other devices: add a branch to this one. A pushed device gets only
-	-- its own new binding (the other pushed devices' are stale until they register). -2: none.
+	woken = contact
+	KSR.htable.sht_sets("woken", user, contact)
+	-- Calls already ringing other devices: add a branch to this one (a suspended call goes on in
+	-- ksr_route_resume). A pushed device gets only its own new binding (the other pushed
+	-- devices' are stale until they register). -2: none.
 	local rc
 	if table == "location_pn" then
 		rc = KSR.tsilo.ts_append_by_contact_uri("location_pn", KSR.pv.get("$tu"), contact)
@@ -130,14 +125,15 @@ function ksr_route_call(method)
 		KSR.tm.t_reply(480, "Temporarily Unavailable")
 		return
 	end
+	-- It is stored: the first device's REGISTER resumes it (resume_route).
 	if KSR.tmx.t_suspend() < 0 then
 		KSR.tm.t_reply(500, "Cannot Suspend")
-		return
 	end
-	local user = KSR.pv.get("$tU")
-	KSR.cfgutils.lock(user)
-	KSR.htable.sht_sets("suspended", user, KSR.pv.get("$T(id_index)") .. ":" .. KSR.pv.get("$T(id_label)"))
-	KSR.cfgutils.unlock(user)
+end
+
+-- A string for a JSON string literal: quotes, backslashes and control characters escaped.
+local function json(v)
+	return (tostring(v or ""):gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end))
 end
 
 -- One push per device of `aor` with pn parameters; returns how many the gateway accepted.
@@ -148,24 +144,30 @@ function push(aor)
 		local addr = KSR.pv.get("$(ulc(pn=>addr)[" .. i .. "])") or ""
 		local provider, prid = uri_param(addr, "pn%-provider"), uri_param(addr, "pn%-prid")
 		local body = string.format('{"user":"%s","from":"%s","call_id":"%s","provider":"%s","prid":"%s","param":"%s"}',
-			KSR.pv.get("$tU"), KSR.pv.get("$fU"), KSR.pv.get("$ci"), provider, prid, uri_param(addr, "pn%-param"))
+			KSR.pv.get("$rU"), json(KSR.pv.get("$fU")), json(KSR.pv.get("$ci")), provider, prid, uri_param(addr, "pn%-param"))
 		local code = KSR.http_client.query_post_hdrs(KSR.pv.get("$shv(push_url)"), body,
 			"Content-Type: application/json", "$var(push)")
 		if code >= 200 and code <= 299 then
 			pushed = pushed + 1
-			KSR.info("push sent for " .. KSR.pv.get("$tU") .. " to " .. provider .. " device " .. prid .. "\n")
+			KSR.info("push sent for " .. KSR.pv.get("$rU") .. " to " .. provider .. " device " .. prid .. "\n")
 		else
-			KSR.warn("push for " .. KSR.pv.get("$tU") .. " to device " .. prid .. " failed (HTTP " .. code .. ")\n")
+			KSR.warn("push for " .. KSR.pv.get("$rU") .. " to device " .. prid .. " failed (HTTP " .. code .. ")\n")
 		end
 	end
 	KSR.registrar.reg_free_contacts("pn")
 	return pushed
 end
 
--- A REGISTER resumed a suspended call (t_continue), in the registering process: relay it to
--- the device that registered (it is stored already).
+-- tsilo's resume_route: a device's REGISTER appended to a suspended call; relay it to that
+-- device. Usually in the REGISTER's own process (`woken`); if that REGISTER came while the call's
+-- route was still running (pushing), when that route ends, in its process (the htable).
 function ksr_route_resume()
-	KSR.pv.sets("$ru", woken)
+	local to = woken or KSR.htable.sht_get("woken", KSR.pv.get("$rU"))
+	if not to or to == "" then
+		KSR.tm.t_reply(480, "Temporarily Unavailable")
+		return
+	end
+	KSR.pv.sets("$ru", to)
 	if KSR.tm.t_relay() < 0 then
 		KSR.tm.t_reply(500, "Relay Failed")
 	end

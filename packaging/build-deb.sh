@@ -57,8 +57,9 @@ trap 'rm -rf "$scratch"' EXIT
 mkdir "$scratch/debian"
 printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' "$pkg" "$pkg" > "$scratch/debian/control"
 so=$(realpath "$stage$moddir/tsilo.so")
-shlibs=$(cd "$scratch" && dpkg-shlibdeps -O -e"$so" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
-[ -n "$shlibs" ] || die "dpkg-shlibdeps found no library dependencies for tsilo.so"
+deps=$(cd "$scratch" && dpkg-shlibdeps -O -e"$so" 2>&1) || die "dpkg-shlibdeps failed: $deps"
+shlibs=$(echo "$deps" | sed -n 's/^shlibs:Depends=//p')
+[ -n "$shlibs" ] || die "dpkg-shlibdeps found no library dependencies for tsilo.so: $deps"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 fill packaging/control.in > "$stage/DEBIAN/control"
 (cd "$stage" && find usr -type f -print0 | sort -z | xargs -0 md5sum) > "$stage/DEBIAN/md5sums"

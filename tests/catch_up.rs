@@ -3,6 +3,8 @@
 //! contact from another worker meanwhile, finds nothing stored (a miss); when the route is over
 //! the store catches up. With RFC 8599 devices (examples/) the by-contact append's table also
 //! holds bindings of other devices that are asleep, at stale addresses: they must not ring.
+//! Likewise appends deferred to the end of a storing route, of different tables, each add their
+//! own table's contacts (one process carries them out in a row, with one lookup cache).
 
 mod harness;
 use harness::*;
@@ -54,6 +56,16 @@ request_route {
 		exit;
 	}
 	t_newtran();
+#!ifdef DEFER
+	ts_store();
+	if (!lookup("location")) {
+		t_reply("404", "Not Found");
+		exit;
+	}
+	t_relay();
+	# Stored and relayed, in flight until the route ends: appends meanwhile are deferred to its end.
+	usleep("400000");
+#!else
 	# The test's REGISTER comes in now and finds nothing stored.
 	usleep("400000");
 	ts_store();
@@ -62,6 +74,7 @@ request_route {
 		exit;
 	}
 	t_relay();
+#!endif
 }
 "#;
 
@@ -98,4 +111,48 @@ fn a_missed_by_contact_append_is_caught_up_for_its_device_only() {
     assert_eq!(k.stat("tsilo:added_branches"), 1);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
     asleep.expect_no_request("INVITE", MS(100));
+}
+
+#[test]
+fn deferred_appends_of_two_tables_each_add_their_own_contacts() {
+    let k = Kamailio::start(&format!("#!define DEFER\n{CFG}"));
+    let alice = Ua::new("alice", k.port);
+    // bob: the "location" append is left first, then the "parked" one; ann: the other order.
+    for (user, parked_first) in [("bob", false), ("ann", true)] {
+        let phone = Ua::new(user, k.port);
+        let asleep = Ua::new(user, k.port);
+        let desk = Ua::new(user, k.port);
+        let tablet = Ua::new(user, k.port);
+        assert_eq!(phone.register("").status(), Some(200));
+        assert_eq!(asleep.register("X-Table: parked\r\n").status(), Some(200));
+        settle();
+        let call = alice.invite(user);
+        // Relayed: the route sleeps now, with the call in flight.
+        let phone_inv = phone.expect_request("INVITE", SECS(5));
+        phone.reply(&phone_inv, 180, "Ringing");
+        let order: [(&Ua, &str); 2] = if parked_first { [(&tablet, "X-Table: parked\r\n"), (&desk, "")] } else { [(&desk, ""), (&tablet, "X-Table: parked\r\n")] };
+        for (ua, table) in order {
+            assert_eq!(ua.register(table).status(), Some(200));
+            assert!(k.wait_log(&format!("REGISTER <{}>: append 1", ua.contact_uri()), SECS(2)), "{}", k.log_tail(20));
+        }
+        let mut invs = Vec::new();
+        for ua in [&desk, &tablet] {
+            let inv = ua.expect_request("INVITE", SECS(5));
+            assert_eq!(inv.call_id(), call.call_id, "{user}");
+            ua.reply(&inv, 180, "Ringing");
+            invs.push(inv);
+        }
+        asleep.expect_no_request("INVITE", MS(300));
+        alice.cancel(&call);
+        for (ua, inv) in [&desk, &tablet].into_iter().zip(&invs) {
+            ua.answer_cancel(inv, SECS(5));
+        }
+        phone.answer_cancel(&phone_inv, SECS(5));
+        let r = alice.final_reply("INVITE", SECS(5));
+        assert_eq!(r.status(), Some(487));
+        alice.ack(&call, &r);
+    }
+    assert!(k.stat("tsilo:append_deferred") >= 4, "the appends were not deferred: {}", k.stat("tsilo:append_deferred"));
+    assert_eq!(k.stat("tsilo:added_branches"), 4);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
 }

@@ -1,7 +1,27 @@
 //! Routing-script blocks by name, for running one from the module (t_continue).
 
 use crate::sys;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
+
+/// Where a resumed transaction goes on (TM's t_continue): a `route[NAME]` block of the native
+/// script, or, with a KEMI config (`cfgengine "lua"`, ...), the script's function NAME.
+pub enum Continue {
+    Native(Route),
+    Kemi(CString),
+}
+
+impl Continue {
+    /// `name` in the config's routing engine; None if the native script has no such route (a
+    /// KEMI script's functions cannot be checked before the script runs).
+    pub fn find(name: &CStr) -> Option<Continue> {
+        // SAFETY: the engine is chosen while the config is parsed, before modules initialise.
+        if unsafe { sys::sr_kemi_eng_get() }.is_null() {
+            Route::find(name).map(Continue::Native)
+        } else {
+            Some(Continue::Kemi(name.to_owned()))
+        }
+    }
+}
 
 /// A `route[NAME]` block of the native script.
 #[derive(Clone, Copy)]

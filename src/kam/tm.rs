@@ -172,7 +172,15 @@ impl Cell {
 }
 
 /// Resumes a suspended transaction (t_continue), running `route` on it in this process.
-pub fn resume(id: TransactionId, route: crate::kam::route::Route) -> bool {
-    // SAFETY: TM looks the transaction up itself; the route's actions live for the process.
-    unsafe { api().t_continue.unwrap()(id.index, id.label, route.actions()) >= 0 }
+pub fn resume(id: TransactionId, to: &crate::kam::route::Continue) -> bool {
+    use crate::kam::route::Continue;
+    match to {
+        // SAFETY: TM looks the transaction up itself; the route's actions live for the process.
+        Continue::Native(route) => unsafe { api().t_continue.unwrap()(id.index, id.label, route.actions()) >= 0 },
+        Continue::Kemi(name) => {
+            let mut name = sys::str_ { s: name.as_ptr() as *mut _, len: name.as_bytes().len() as i32 };
+            // SAFETY: TM keeps nothing of `name`, which outlives the call; no callback parameter.
+            unsafe { api().t_continue_cb.unwrap()(id.index, id.label, &mut name, std::ptr::null_mut()) >= 0 }
+        }
+    }
 }

@@ -32,9 +32,9 @@ pub const NOTHING_STORED: c_int = -2;
 /// The route that resumes a suspended stored call instead of appending to it (modparam
 /// resume_route): TM drops replies to a suspended transaction, so a branch alone would ring a
 /// device whose answer never reaches the caller.
-static RESUME_ROUTE: once_cell::sync::OnceCell<crate::kam::route::Route> = once_cell::sync::OnceCell::new();
+static RESUME_ROUTE: once_cell::sync::OnceCell<crate::kam::route::Continue> = once_cell::sync::OnceCell::new();
 
-pub fn set_resume_route(route: crate::kam::route::Route) {
+pub fn set_resume_route(route: crate::kam::route::Continue) {
     let _ = RESUME_ROUTE.set(route);
 }
 
@@ -82,11 +82,17 @@ impl Only<'_> {
     }
 }
 
-/// A registrar lookup's result kept for the next transactions of the same AoR: with the same
-/// table, URI and request method the lookup cannot differ, and TM empties the set after each
-/// append, so it is put back from here instead of looked up again.
+/// A registrar lookup's result kept for the next appends: with the same table, URI and request
+/// method the lookup cannot differ, and TM empties the set after each append, so it is put back
+/// from here instead of looked up again. One process may carry out appends of several tables
+/// and URIs in a row (a route's deferred appends and catch-ups): the key holds all three.
 #[derive(Default)]
-pub struct LookupCache(Option<(u32, DsetSnapshot)>);
+pub struct LookupCache(Option<(u32, Vec<u8>, DsetSnapshot)>);
+
+/// The cache key of a lookup in `table` for `uri` (with the request method beside it).
+fn lookup_key(table: &CStr, uri: &[u8]) -> Vec<u8> {
+    [table.to_bytes_with_nul(), uri].concat()
+}
 
 /// Appends branches to one transaction, or leaves the append for the process that stored it
 /// while that process may still be relaying it (see `flight`). Returns the number of branches
@@ -148,7 +154,7 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
         count(|c| &c.append_answered);
         return ANSWERED;
     }
-    if let (true, Some(&route)) = (cell.is_suspended(), RESUME_ROUTE.get()) {
+    if let (true, Some(route)) = (cell.is_suspended(), RESUME_ROUTE.get()) {
         drop(t);
         let ok = tm::resume(id, route);
         lm_info!("transaction [{}:{}] was suspended: resumed it (resume_route) -> {ok}", id.index, id.label);
@@ -156,7 +162,7 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
     }
     match branches {
         Branches::Lookup { table, uri } => match &cache.0 {
-            Some((method, set)) if uri.is_some() && *method == cell.method() => set.restore(),
+            Some((method, key, set)) if uri.is_some_and(|u| *key == lookup_key(table, u)) && *method == cell.method() => set.restore(),
             _ => {
                 // SAFETY: the transaction's own request, alive while we hold the reference.
                 if !unsafe { registrar::lookup_to_dset(cell.request(), table, *uri) } {
@@ -164,8 +170,8 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
                     count(|c| &c.append_lookup_failed);
                     return LOOKUP_FAILED;
                 }
-                if uri.is_some() {
-                    cache.0 = Some((cell.method(), DsetSnapshot::take()));
+                if let Some(u) = uri {
+                    cache.0 = Some((cell.method(), lookup_key(table, u), DsetSnapshot::take()));
                 }
             }
         },
@@ -173,6 +179,13 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
     }
     // Only what TM would add: a contact that matches the filter (TM: strstr) and has no branch
     // (TM: same ruid and uri). Asking TM for nothing makes it log an error.
+    // A catch-up of a by-contact append knows the contact by its hash; a script that filtered by
+    // a part of the URI (TM's substring test) matches no whole URI: then every contact, as
+    // before contacts were remembered, rather than losing the device.
+    let only = match only {
+        Only::Hashed(h) if !dset_has(|uri| crate::silo::contact_hash(uri) == h) => Only::Every,
+        o => o,
+    };
     let new = dset::retain(|uri, ruid| only.admits(uri) && !cell.has_branch(uri, ruid));
     if new == 0 {
         lm_dbg!("transaction [{}:{}] has a branch to every contact found already", id.index, id.label);
@@ -190,6 +203,16 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
     }
     sent
     // `t` is dropped (unreferenced) here, then the caller's set and transaction are put back.
+}
+
+/// Whether a contact of the destination set satisfies `pred` (the set stays as it is).
+fn dset_has(pred: impl Fn(&[u8]) -> bool) -> bool {
+    let mut found = false;
+    dset::retain(|uri, _| {
+        found |= pred(uri);
+        true
+    });
+    found
 }
 
 /// What appending to an AoR did.

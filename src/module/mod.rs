@@ -184,7 +184,7 @@ extern "C" fn mod_init() -> c_int {
         if !resume.is_null() {
             // SAFETY: modparam stored a NUL-terminated string that lives for the process.
             let name = unsafe { std::ffi::CStr::from_ptr(resume) };
-            let Some(route) = crate::kam::route::Route::find(name) else {
+            let Some(route) = crate::kam::route::Continue::find(name) else {
                 lm_err!("resume_route: route[{}] is not defined in the script", name.to_string_lossy());
                 return -1;
             };

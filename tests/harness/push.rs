@@ -1,7 +1,7 @@
 //! An HTTP push gateway stub standing in for APNs/FCM: records each push body, answers a
 //! fixed status.
 
-use super::{Kamailio, Ua, MS, SECS};
+use super::{settle, Kamailio, Ua, MS, SECS};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -91,14 +91,6 @@ impl PushStub {
         }
         false
     }
-}
-
-/// Lets the REGISTER routes of devices that just registered finish. save() sends the 200 before
-/// the route's ts_append*() runs: a call arriving in between would be caught up for those devices
-/// (rightly: a device registering as the call comes in is awake), which tests that take them for
-/// asleep must not provoke. Nothing to wait on is visible from outside, hence the pause.
-pub fn settle() {
-    std::thread::sleep(MS(50));
 }
 
 /// A device of an RFC 8599 app: it registers with its push provider, token (pn-prid) and
