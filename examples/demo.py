@@ -10,7 +10,8 @@ Call 1: bob has three devices: his phone is awake (no pn parameters), his tablet
         sleeping device wakes the tablet and the laptop, each REGISTERs and gets its own branch of
         the same INVITE (ts_append_by_contact). The laptop answers, the other branches are cancelled.
 Call 2: carol's only device is asleep: the INVITE is suspended (t_suspend), the push wakes the
-        device, its REGISTER resumes the call (t_continue), which is relayed and answered.
+        device, its REGISTER's append resumes the call (tsilo's resume_route runs route[RESUME]),
+        which relays it to the device, where it is answered.
 
 Set DEMO_KEEP=1 to leave Kamailio running at the end (stop it with Ctrl-C).
 """
