@@ -16,6 +16,7 @@ children=4
 listen=udp:127.0.0.1:{PORT}
 auto_aliases=no
 loadmodule "tm.so"
+loadmodule "tmx.so"
 loadmodule "sl.so"
 loadmodule "pv.so"
 loadmodule "siputils.so"
@@ -29,6 +30,9 @@ loadmodule "kex.so"
 loadmodule "tsilo.so"
 modparam("ctl", "binrpc", "unix:{CTL}")
 modparam("usrloc", "db_mode", 0)
+#!ifdef SUSPEND
+modparam("tsilo", "resume_route", "RESUME")
+#!endif
 
 request_route {
 	if (is_method("CANCEL")) {
@@ -56,6 +60,13 @@ request_route {
 		exit;
 	}
 	t_newtran();
+#!ifdef SUSPEND
+	# Nobody to relay to yet: stored and suspended, in flight until the route ends.
+	ts_store();
+	t_suspend();
+	usleep("400000");
+	exit;
+#!endif
 #!ifdef DEFER
 	ts_store();
 	if (!lookup("location")) {
@@ -75,6 +86,14 @@ request_route {
 	}
 	t_relay();
 #!endif
+}
+
+route[RESUME] {
+	if (!lookup("location")) {
+		t_reply("480", "Temporarily Unavailable");
+		exit;
+	}
+	t_relay();
 }
 "#;
 
@@ -154,5 +173,27 @@ fn deferred_appends_of_two_tables_each_add_their_own_contacts() {
     }
     assert!(k.stat("tsilo:append_deferred") >= 4, "the appends were not deferred: {}", k.stat("tsilo:append_deferred"));
     assert_eq!(k.stat("tsilo:added_branches"), 4);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+}
+
+/// A device registers while the route that suspended its call is still running: the append is
+/// deferred to that route's end, where, the call being suspended, it runs the resume route (from
+/// the core's post-script callback, in the process that suspended the call).
+#[test]
+fn an_append_deferred_to_a_route_that_suspended_the_call_resumes_it() {
+    let k = Kamailio::start(&format!("#!define SUSPEND\n{CFG}"));
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let call = alice.invite("bob");
+    assert!(k.wait_stat("tsilo:stored_transactions", 1, SECS(2)));
+    assert_eq!(phone.register("").status(), Some(200)); // inside the INVITE's usleep
+    assert!(k.wait_log(&format!("REGISTER <{}>: append 1", phone.contact_uri()), SECS(2)), "{}", k.log_tail(20));
+    let inv = phone.expect_request("INVITE", SECS(5));
+    assert_eq!(inv.call_id(), call.call_id);
+    assert!(k.stat("tsilo:append_deferred") >= 1);
+    phone.reply(&inv, 200, "OK");
+    let ok = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(ok.status(), Some(200), "{}", ok.raw);
+    alice.ack(&call, &ok); // (no record-route here: the dialog goes on without the proxy)
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
 }

@@ -15,6 +15,12 @@ fn tagged(tag: &str, append: &str) -> String {
     format!("X-Tag: {tag}\r\nX-Append: {append}\r\n")
 }
 
+/// A REGISTER's headers asking the test config for ts_append_to(index, label, ...) (`append`:
+/// "to3", or "to4" with an X-Uri among `extra`).
+fn tagged_to(tag: &str, append: &str, (index, label): (&str, &str), extra: &str) -> String {
+    format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\n{extra}", tagged(tag, append))
+}
+
 /// The return code the test config logged for the REGISTER tagged `tag`.
 fn append_rc(k: &Kamailio, tag: &str) -> i32 {
     let needle = format!("append[{tag}] rc=");
@@ -235,7 +241,7 @@ fn a_cancelled_call_still_waiting_for_its_487_gets_no_branch() {
     let cancel = phone.expect_request("CANCEL", SECS(5));
     tablet.register(&tagged("tablet", "append"));
     assert_eq!(append_rc(&k, "tablet"), 1, "ts_append: the AoR had a stored call");
-    laptop.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\n", tagged("laptop", "to3")));
+    laptop.register(&tagged_to("laptop", "to3", (&index, &label), ""));
     assert_eq!(append_rc(&k, "laptop"), -2, "ts_append_to on a cancelled transaction");
     assert_eq!(k.stat("tsilo:append_canceled"), 2);
     assert_eq!(k.stat("tsilo:added_branches"), 0);
@@ -259,7 +265,7 @@ fn an_answered_call_gets_no_branch_and_ts_append_to_says_so() {
     let (index, label) = stored_id(&k, "bob");
     phone.reply(&inv, 200, "OK");
     let ok = alice.final_reply("INVITE", SECS(5));
-    tablet.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\n", tagged("tablet", "to3")));
+    tablet.register(&tagged_to("tablet", "to3", (&index, &label), ""));
     assert_eq!(append_rc(&k, "tablet"), -3);
     assert_eq!(k.stat("tsilo:append_answered"), 1);
     tablet.expect_no_request("INVITE", MS(300));
@@ -294,7 +300,7 @@ fn ts_append_to_with_three_and_four_parameters() {
     let (_call, _inv) = ringing_call(&alice, &phone);
     let (index, label) = stored_id(&k, "bob");
 
-    tablet.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\n", tagged("tablet", "to3")));
+    tablet.register(&tagged_to("tablet", "to3", (&index, &label), ""));
     assert_eq!(append_rc(&k, "tablet"), 1, "one branch sent");
     let tinv = tablet.expect_request("INVITE", SECS(5));
     tablet.reply(&tinv, 180, "Ringing");
@@ -303,7 +309,7 @@ fn ts_append_to_with_three_and_four_parameters() {
     // call pickup), bob's laptop does not.
     let desk = Ua::new("carol", k.port);
     desk.register(&tagged("desk", "none"));
-    laptop.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\nX-Uri: sip:carol@127.0.0.1\r\n", tagged("laptop", "to4")));
+    laptop.register(&tagged_to("laptop", "to4", (&index, &label), "X-Uri: sip:carol@127.0.0.1\r\n"));
     assert_eq!(append_rc(&k, "laptop"), 1);
     let dinv = desk.expect_request("INVITE", SECS(5));
     desk.reply(&dinv, 180, "Ringing");
@@ -311,7 +317,7 @@ fn ts_append_to_with_three_and_four_parameters() {
     tablet.expect_no_request("INVITE", MS(100));
     assert_eq!(k.stat("tsilo:added_branches"), 2);
     // No contact for the URI: -4.
-    laptop.register(&format!("{}X-Tindex: {index}\r\nX-Tlabel: {label}\r\nX-Uri: sip:nobody@127.0.0.1\r\n", tagged("laptop2", "to4")));
+    laptop.register(&tagged_to("laptop2", "to4", (&index, &label), "X-Uri: sip:nobody@127.0.0.1\r\n"));
     assert_eq!(append_rc(&k, "laptop2"), -4);
     assert_eq!(k.stat("tsilo:append_lookup_failed"), 1);
 }

@@ -87,11 +87,13 @@ impl Only<'_> {
 /// from here instead of looked up again. One process may carry out appends of several tables
 /// and URIs in a row (a route's deferred appends and catch-ups): the key holds all three.
 #[derive(Default)]
-pub struct LookupCache(Option<(u32, Vec<u8>, DsetSnapshot)>);
+pub struct LookupCache(Option<CachedLookup>);
 
-/// The cache key of a lookup in `table` for `uri` (with the request method beside it).
-fn lookup_key(table: &CStr, uri: &[u8]) -> Vec<u8> {
-    [table.to_bytes_with_nul(), uri].concat()
+struct CachedLookup {
+    method: u32,
+    table: CString,
+    uri: Vec<u8>,
+    set: DsetSnapshot,
 }
 
 /// Appends branches to one transaction, or leaves the append for the process that stored it
@@ -162,7 +164,7 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
     }
     match branches {
         Branches::Lookup { table, uri } => match &cache.0 {
-            Some((method, key, set)) if uri.is_some_and(|u| *key == lookup_key(table, u)) && *method == cell.method() => set.restore(),
+            Some(c) if c.method == cell.method() && c.table.as_c_str() == *table && *uri == Some(c.uri.as_slice()) => c.set.restore(),
             _ => {
                 // SAFETY: the transaction's own request, alive while we hold the reference.
                 if !unsafe { registrar::lookup_to_dset(cell.request(), table, *uri) } {
@@ -171,7 +173,8 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
                     return LOOKUP_FAILED;
                 }
                 if let Some(u) = uri {
-                    cache.0 = Some((cell.method(), lookup_key(table, u), DsetSnapshot::take()));
+                    let (method, table, uri) = (cell.method(), (*table).to_owned(), u.to_vec());
+                    cache.0 = Some(CachedLookup { method, table, uri, set: DsetSnapshot::take() });
                 }
             }
         },

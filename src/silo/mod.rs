@@ -491,9 +491,11 @@ impl<A: ShmAlloc> Silo<A> {
     /// may name another AoR's misses: the caller's catch-up append finds nothing new then.
     pub fn missed_since(&self, key: &[u8], since: u64) -> Vec<Missed> {
         let slot = self.slot(key_hash(key));
-        let _guard = self.lock(slot);
-        // SAFETY: read under the slot lock.
-        let (misses, overflow) = unsafe { ((*slot).misses, (*slot).overflow) };
+        let (misses, overflow) = {
+            let _guard = self.lock(slot);
+            // SAFETY: read under the slot lock.
+            unsafe { ((*slot).misses, (*slot).overflow) }
+        };
         let recent: Vec<Miss> = misses.iter().chain([&overflow]).filter(|m| m.clock > since).copied().collect();
         let mut out: Vec<Missed> = Vec::new();
         for m in &recent {
