@@ -219,7 +219,7 @@ fn generate_bindings(src: &Path, defines: &[String], out: &Path) {
         .allowlist_type("cell|sip_msg|tm_binds|registrar_api_t|module_exports|cmd_export_t|param_export_t")
         .allowlist_type("rpc_export_t|rpc_t|sr_kemi_t|stat_export_t|stat_var|counter_val_t|branch_t|_hdr_types_t|tmcb_params|contact_body_t|gparam_t")
         .allowlist_var("route_type|nr_branches|UL_CONTACT_INSERT|UL_CONTACT_UPDATE|PROC_MAIN|PROC_RPC")
-        .allowlist_function("get_sip_branch|register_script_cb")
+        .allowlist_function("get_sip_branch|register_script_cb|register_timer")
         .allowlist_var("PRE_SCRIPT_CB|POST_SCRIPT_CB")
         .allowlist_type("script_cb_flag")
         .allowlist_var("TMCB_DESTROY|T_CANCELED|T_BR_UNDEFINED|REQUEST_ROUTE|FAILURE_ROUTE|PARAM_INT|PARAM_STRING|STAT_.*|SR_KEMIP_.*")

@@ -17,4 +17,5 @@
 #include "modules/usrloc/usrloc.h"
 #include "core/pt.h"
 #include "core/cfg/cfg_struct.h"
+#include "core/timer.h"
 #include "shim.h"

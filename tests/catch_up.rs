@@ -33,6 +33,9 @@ modparam("usrloc", "db_mode", 0)
 #!ifdef SUSPEND
 modparam("tsilo", "resume_route", "RESUME")
 #!endif
+#!ifdef ONE_SLOT
+modparam("tsilo", "hash_size", 1)
+#!endif
 
 request_route {
 	if (is_method("CANCEL")) {
@@ -197,4 +200,39 @@ fn an_append_deferred_to_a_route_that_suspended_the_call_resumes_it() {
     assert_eq!(ok.status(), Some(200), "{}", ok.raw);
     alice.ack(&call, &ok); // (no record-route here: the dialog goes on without the proxy)
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+}
+
+/// Misses are kept per AoR, not per hash slot: with one slot every AoR is a neighbour, and
+/// another user's device registering by contact while bob's call is being stored is no miss of
+/// bob's call (it used to stand for every contact of bob's in that table: bob's sleeping device
+/// rang at its stale address; with nobody of bob's there, an ERROR and append_lookup_failed).
+#[test]
+fn a_neighbours_miss_is_not_caught_up_by_another_aor() {
+    let k = Kamailio::start(&format!("#!define ONE_SLOT\n{CFG}"));
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let asleep = Ua::new("bob", k.port);
+    let ann = Ua::new("ann", k.port);
+    assert_eq!(phone.register("").status(), Some(200));
+    assert_eq!(asleep.register("X-Table: parked\r\n").status(), Some(200));
+    settle();
+
+    let call = alice.invite("bob");
+    std::thread::sleep(MS(100)); // inside the INVITE's usleep
+    assert_eq!(ann.register("X-Table: parked\r\n").status(), Some(200));
+    assert!(k.wait_log(&format!("REGISTER <{}>: append -2", ann.contact_uri()), SECS(2)), "{}", k.log_tail(20));
+
+    let phone_inv = phone.expect_request("INVITE", SECS(5));
+    phone.reply(&phone_inv, 180, "Ringing");
+    asleep.expect_no_request("INVITE", MS(600));
+    assert_eq!(k.stat("tsilo:store_catch_up"), 0);
+    alice.cancel(&call);
+    phone.answer_cancel(&phone_inv, SECS(5));
+    let r = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(r.status(), Some(487));
+    alice.ack(&call, &r);
+    assert_eq!(k.stat("tsilo:added_branches"), 0);
+    assert_eq!(k.stat("tsilo:append_lookup_failed"), 0);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+    assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
 }

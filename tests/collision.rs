@@ -42,6 +42,32 @@ enum Variant {
     /// Store before relay; device 2 sends two REGISTERs at once, after the relay: two workers
     /// append the same new contact to the same call at the same moment.
     TwoRegisters,
+    /// The C module's documented order, `lookup(); t_relay(); ts_store();` (no argument: keyed
+    /// by the R-URI lookup() rewrote to device 1's contact), usrloc keyed by user only.
+    Original,
+    /// The same with usrloc keyed by user@domain, the users' domain not the contacts' host.
+    OriginalByDomain,
+    /// The same in KEMI (Lua), usrloc keyed by domain.
+    OriginalKemi,
+    /// The same in a failure route, after a first relay got a 486, usrloc keyed by domain.
+    FailureRoute,
+}
+
+impl Variant {
+    /// The users' domain in R-URIs and To headers: not the contacts' host (127.0.0.1) where
+    /// usrloc keys by domain.
+    fn domain(self) -> &'static str {
+        match self {
+            Variant::OriginalByDomain | Variant::OriginalKemi | Variant::FailureRoute => "example.com",
+            _ => "127.0.0.1",
+        }
+    }
+
+    /// Whether its device 2 is caught up by the store (a store after the relay) rather than
+    /// deferred to the end of the storing route.
+    fn stores_after_relay(self) -> bool {
+        matches!(self, Variant::StoreAfterRelay | Variant::Original | Variant::OriginalByDomain | Variant::OriginalKemi | Variant::FailureRoute)
+    }
 }
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -60,6 +86,10 @@ fn start(variant: Variant) -> Setup {
         Variant::StoreAfterRelay => "#!define STORE_AFTER\n",
         Variant::AutoAppend => "#!define AUTO_APPEND\n",
         Variant::AppendByContact => "#!define APPEND_CONTACT\n",
+        Variant::Original => "#!define ORIGINAL\n",
+        Variant::OriginalByDomain => "#!define ORIGINAL\n#!define USE_DOMAIN\n",
+        Variant::OriginalKemi => "#!define KEMI\n#!define USE_DOMAIN\n",
+        Variant::FailureRoute => "#!define FAILURE\n#!define USE_DOMAIN\n",
         Variant::Cluster => {
             let a = cluster_node(None);
             let b = cluster_node(Some(a.port));
@@ -68,7 +98,9 @@ fn start(variant: Variant) -> Setup {
             return Setup { nodes: vec![a, b], reg_node: 1 };
         }
     };
-    Setup { nodes: vec![Kamailio::start(&format!("{define}{CFG}"))], reg_node: 0 }
+    let lua = manifest_path("tests/configs/collision.lua");
+    let cfg = format!("{define}{CFG}").replace("{LUA}", lua.to_str().unwrap());
+    Setup { nodes: vec![Kamailio::start(&cfg)], reg_node: 0 }
 }
 
 // ---------------- one round ----------------
@@ -80,10 +112,10 @@ fn rand_hex() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn register_text(ua: &Ua, cseq: u32) -> String {
+fn register_text(ua: &Ua, cseq: u32, domain: &str) -> String {
     format!(
         "REGISTER sip:127.0.0.1:{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{b};rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=r{port}\r\nTo: <sip:{user}@127.0.0.1>\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{user}@{domain}>;tag=r{port}\r\nTo: <sip:{user}@{domain}>\r\n\
          Call-ID: reg-{port}-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: 600\r\n\
          Content-Length: 0\r\n\r\n",
         proxy = ua.proxy,
@@ -95,8 +127,8 @@ fn register_text(ua: &Ua, cseq: u32) -> String {
 }
 
 /// An INVITE from `caller` to `user`, built but not sent.
-fn invite_text(caller: &Ua, user: &str) -> Call {
-    let ruri = format!("sip:{user}@127.0.0.1");
+fn invite_text(caller: &Ua, user: &str, domain: &str) -> Call {
+    let ruri = format!("sip:{user}@{domain}");
     let to = format!("<{ruri}>");
     let call_id = format!("coll-{}", rand_hex());
     let from_tag = rand_hex();
@@ -186,6 +218,8 @@ struct Timing {
     ring: Duration,
     /// Device 2 sends its REGISTER twice, back to back.
     twice: bool,
+    /// The users' domain.
+    domain: &'static str,
 }
 
 /// One collision round for user `u{round}`: INVITE to `inv_port`, device 2 REGISTERs at
@@ -199,7 +233,7 @@ fn round(round: usize, inv_port: u16, reg_port: u16, offset_us: i64, timing: &Ti
     let socks = [&caller.sock, &dev1.sock, &dev2.sock];
 
     // Device 1 registers (and its REGISTER's reply is the proxy's sign of life).
-    send_to(&dev1.sock, inv_port, &register_text(&dev1, 1));
+    send_to(&dev1.sock, inv_port, &register_text(&dev1, 1, timing.domain));
     let deadline = Instant::now() + SECS(3);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -217,8 +251,8 @@ fn round(round: usize, inv_port: u16, reg_port: u16, offset_us: i64, timing: &Ti
     // finish, so that only device 2's REGISTER meets the INVITE.
     std::thread::sleep(MS(10));
 
-    let call = invite_text(&caller, &user);
-    let reg2 = register_text(&dev2, 1);
+    let call = invite_text(&caller, &user, timing.domain);
+    let reg2 = register_text(&dev2, 1, timing.domain);
     let t0;
     if offset_us >= 0 {
         t0 = Instant::now();
@@ -226,7 +260,7 @@ fn round(round: usize, inv_port: u16, reg_port: u16, offset_us: i64, timing: &Ti
         spin_until(t0 + Duration::from_micros(offset_us as u64));
         send_to(&dev2.sock, reg_port, &reg2);
         if timing.twice {
-            send_to(&dev2.sock, reg_port, &register_text(&dev2, 2));
+            send_to(&dev2.sock, reg_port, &register_text(&dev2, 2, timing.domain));
         }
     } else {
         let tr = Instant::now();
@@ -381,7 +415,7 @@ fn run(variant: Variant) {
     let reg_port = setup.nodes[setup.reg_node].port;
     let cluster = variant == Variant::Cluster;
     let twice = variant == Variant::TwoRegisters;
-    let timing = Timing { ring: if cluster { MS(1500) } else { MS(800) }, twice };
+    let timing = Timing { ring: if cluster { MS(1500) } else { MS(800) }, twice, domain: variant.domain() };
 
     // Calibration: where the two requests' effects land. With a large negative offset device 2
     // is registered (and replicated) long before the INVITE: inv2 - inv1 is then the relay skew;
@@ -408,6 +442,9 @@ fn run(variant: Variant) {
     } else if twice {
         // After the INVITE's route: the two REGISTERs meet each other, not the relay.
         (3000, 3400)
+    } else if variant == Variant::FailureRoute {
+        // The failure route runs after the first relay's 486 came back through the proxy.
+        (0, 1200)
     } else {
         (0, 400)
     };
@@ -420,7 +457,7 @@ fn run(variant: Variant) {
         .map(|t| {
             let offs = offs.clone();
             let down = down.clone();
-            let timing = Timing { ring: timing.ring, twice: timing.twice };
+            let timing = Timing { ring: timing.ring, twice: timing.twice, domain: timing.domain };
             std::thread::spawn(move || {
                 let mut out = Vec::new();
                 for i in (t..n).step_by(threads) {
@@ -513,7 +550,7 @@ fn run(variant: Variant) {
 
     // Some REGISTER must have met the INVITE inside its route, or the run proved nothing (a
     // smaller TSILO_COLLISIONS may legitimately miss: only the default run insists).
-    let collided = n < 150 || if variant == Variant::StoreAfterRelay { caught_up > 0 } else { deferred > 0 };
+    let collided = n < 150 || if variant.stores_after_relay() { caught_up > 0 } else { deferred > 0 };
     let pass = all_alive && failed.is_empty() && bad.is_empty() && drained && stored_after == 0 && ran == n && collided;
     if !pass {
         for (i, k) in setup.nodes.iter().enumerate() {
@@ -558,4 +595,24 @@ fn cluster() {
 #[test]
 fn two_registers_at_once() {
     run(Variant::TwoRegisters);
+}
+
+#[test]
+fn original_order() {
+    run(Variant::Original);
+}
+
+#[test]
+fn original_order_usrloc_by_domain() {
+    run(Variant::OriginalByDomain);
+}
+
+#[test]
+fn original_order_kemi() {
+    run(Variant::OriginalKemi);
+}
+
+#[test]
+fn original_order_in_a_failure_route() {
+    run(Variant::FailureRoute);
 }

@@ -66,3 +66,11 @@ pub fn reset_message_env() {
     // SAFETY: frees this process's AVP/XAVP lists; nothing of ours points into them.
     unsafe { sys::ksr_msg_env_reset() }
 }
+
+/// Milliseconds of the system's monotonic clock: the same in every process, never set back.
+pub fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: fills a local timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}

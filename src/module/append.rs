@@ -10,6 +10,7 @@
 use super::store::aor_key;
 use super::{flight, silo};
 use crate::kam::dset::{self, DsetSnapshot};
+use crate::kam::process::monotonic_ms;
 use crate::kam::str::show;
 use crate::kam::{registrar, tm};
 use crate::silo::{Claim, Counters, TransactionId};
@@ -53,9 +54,6 @@ pub enum Only<'a> {
     Every,
     /// Those TM's filter matches: `contact` is a substring of the contact URI (ts_append_by_contact).
     Matching(&'a CStr),
-    /// The one whose URI has this `silo::contact_hash`: a store's catch-up of a by-contact
-    /// append that found nothing stored (the silo keeps the contact's hash, not the contact).
-    Hashed(u32),
 }
 
 impl<'a> From<Option<&'a CStr>> for Only<'a> {
@@ -69,15 +67,6 @@ impl Only<'_> {
         match *self {
             Only::Every => true,
             Only::Matching(c) => c.is_empty() || uri.windows(c.to_bytes().len()).any(|w| w == c.to_bytes()),
-            Only::Hashed(h) => crate::silo::contact_hash(uri) == h,
-        }
-    }
-
-    /// The contact the silo remembers when this append finds nothing stored.
-    fn missed_contact(&self) -> Option<&[u8]> {
-        match self {
-            Only::Matching(c) if !c.is_empty() => Some(c.to_bytes()),
-            _ => None,
         }
     }
 }
@@ -182,13 +171,6 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
     }
     // Only what TM would add: a contact that matches the filter (TM: strstr) and has no branch
     // (TM: same ruid and uri). Asking TM for nothing makes it log an error.
-    // A catch-up of a by-contact append knows the contact by its hash; a script that filtered by
-    // a part of the URI (TM's substring test) matches no whole URI: then every contact, as
-    // before contacts were remembered, rather than losing the device.
-    let only = match only {
-        Only::Hashed(h) if !dset_has(|uri| crate::silo::contact_hash(uri) == h) => Only::Every,
-        o => o,
-    };
     let new = dset::retain(|uri, ruid| only.admits(uri) && !cell.has_branch(uri, ruid));
     if new == 0 {
         lm_dbg!("transaction [{}:{}] has a branch to every contact found already", id.index, id.label);
@@ -196,7 +178,7 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
     }
     let sent = tm::append_branches(match only {
         Only::Matching(c) => Some(c),
-        _ => None,
+        Only::Every => None,
     });
     if sent > 0 {
         if let Some(silo) = silo() {
@@ -206,16 +188,6 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
     }
     sent
     // `t` is dropped (unreferenced) here, then the caller's set and transaction are put back.
-}
-
-/// Whether a contact of the destination set satisfies `pred` (the set stays as it is).
-fn dset_has(pred: impl Fn(&[u8]) -> bool) -> bool {
-    let mut found = false;
-    dset::retain(|uri, _| {
-        found |= pred(uri);
-        true
-    });
-    found
 }
 
 /// What appending to an AoR did.
@@ -231,12 +203,9 @@ pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> R
     let key = aor_key(ruri).ok_or(ERROR)?;
     let key = &*key;
     let silo = silo().ok_or(ERROR)?;
-    let table = match branches {
-        Branches::Lookup { table, .. } => silo.table_id(table.to_bytes()),
-        Branches::Dset(_) => 0,
-    };
     let mut ids = Vec::new();
-    if !silo.transactions_for_append(key, table, Only::from(contact).missed_contact(), &mut ids) {
+    // Found nothing: the request is kept as a miss, for a store that relayed before it (flight.rs).
+    if !silo.transactions_for_append(key, monotonic_ms(), || flight::encode(branches, contact.into()), &mut ids) {
         lm_dbg!("no transaction stored for {}", show(key));
         return Err(NOTHING_STORED);
     }

@@ -6,7 +6,9 @@
 //! contact (in shm); the module's own "tsilo auto-append" process takes it from the queue and
 //! calls TM and the registrar, holding no lock at all.
 
-use super::append::{Branches, append_to_aor};
+use super::append::{Branches, Only, append_to_aor};
+use super::flight::encode;
+use crate::kam::process::monotonic_ms;
 use super::silo;
 use super::store::key_of_uri;
 use crate::kam::guard::guard;
@@ -70,8 +72,11 @@ unsafe extern "C" fn on_contact(c: *mut sys::ucontact, _kind: c_int, _param: *mu
         let Some(ev) = (unsafe { usrloc::event(c) }) else { return };
         let uri = lookup_uri(ev.aor);
         let Ok(key) = key_of_uri(&uri) else { return };
+        let Ok(contact) = CString::new(ev.uri) else { return };
         let mut ids = Vec::new();
-        if !silo.transactions_for_append(&key, silo.table_id(shared.table.to_bytes()), Some(ev.uri), &mut ids) {
+        // Nothing stored: the append this would have been stays a while as a miss (store.rs).
+        let request = || encode(&Branches::Lookup { table: &shared.table, uri: Some(&uri) }, Only::Matching(&contact));
+        if !silo.transactions_for_append(&key, monotonic_ms(), request, &mut ids) {
             return;
         }
         // SAFETY: created in mod_init, never freed while Kamailio runs.

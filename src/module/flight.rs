@@ -10,9 +10,9 @@
 //!
 //! The other order (`t_relay(); ts_store();`) has the opposite hole: a device saved after the
 //! relay's `lookup()` whose append ran before `ts_store()` found nothing to append to. Appends
-//! that find nothing leave a "miss" in the silo; a store that sees a miss newer than the start
-//! of its route looks the AoR up again when the route is over ("catch-up"), and appends what
-//! the relay did not send.
+//! that find nothing leave their request in the silo as a "miss" (silo/miss.rs); a store that
+//! finds misses of its AoR newer than the start of its route carries them out when the route
+//! is over ("catch-up"), like deferred appends: exactly what the missed append would have added.
 
 use super::append::{self, Branches, LookupCache, Only};
 use super::silo;
@@ -22,7 +22,7 @@ use crate::kam::script_cb::{self, RouteKind};
 use crate::silo::{FlightHandle, TransactionId};
 use crate::sys;
 use std::cell::RefCell;
-use std::ffi::{CStr, CString, c_int, c_uint, c_void};
+use std::ffi::{CString, c_int, c_uint, c_void};
 
 /// A route running in this process (routes nest: t_continue() and failure routes may run from
 /// inside another route).
@@ -144,8 +144,6 @@ fn run_left(held: FlightHandle, id: TransactionId, extra: &[Vec<u8>]) {
 struct Request {
     source: Source,
     contact: Option<CString>,
-    /// A catch-up of a by-contact append: the contact's hash (`append::Only::Hashed`).
-    contact_hash: Option<u32>,
 }
 
 enum Source {
@@ -159,19 +157,8 @@ impl Request {
             Source::Lookup { table, uri } => Branches::Lookup { table, uri: uri.as_deref() },
             Source::Dset(set) => Branches::Dset(set),
         };
-        let only = match (&self.contact, self.contact_hash) {
-            (Some(c), _) => Only::Matching(c),
-            (None, Some(h)) => Only::Hashed(h),
-            (None, None) => Only::Every,
-        };
-        append::append_to_cached(id, &branches, only, cache)
+        append::append_to_cached(id, &branches, self.contact.as_deref().into(), cache)
     }
-}
-
-/// The catch-up after a miss: the AoR's contacts in `table`, as `uri` finds them; only the one
-/// with hash `contact` if the missed append was for one contact.
-pub fn catch_up(table: &CStr, uri: &[u8], contact: Option<u32>) -> Vec<u8> {
-    encode(&Branches::Lookup { table, uri: Some(uri) }, contact.map_or(Only::Every, Only::Hashed))
 }
 
 // The encoding: a tag byte, then length-prefixed fields. It never leaves this Kamailio.
@@ -215,13 +202,10 @@ pub fn encode(branches: &Branches, only: Only) -> Vec<u8> {
             put(&mut out, Some(&set.to_bytes()));
         }
     }
-    let (contact, hash) = match only {
-        Only::Every => (None, None),
-        Only::Matching(c) => (Some(c.to_bytes()), None),
-        Only::Hashed(h) => (None, Some(h.to_ne_bytes())),
-    };
-    put(&mut out, contact);
-    put(&mut out, hash.as_ref().map(<[u8; 4]>::as_slice));
+    put(&mut out, match only {
+        Only::Every => None,
+        Only::Matching(c) => Some(c.to_bytes()),
+    });
     out
 }
 
@@ -238,9 +222,5 @@ fn decode(mut input: &[u8]) -> Option<Request> {
         _ => return None,
     };
     let contact = get(&mut input)?.map(CString::new).transpose().ok()?;
-    let contact_hash = match get(&mut input)? {
-        Some(h) => Some(u32::from_ne_bytes(h.try_into().ok()?)),
-        None => None,
-    };
-    input.is_empty().then_some(Request { source, contact, contact_hash })
+    input.is_empty().then_some(Request { source, contact })
 }

@@ -176,6 +176,11 @@ extern "C" fn mod_init() -> c_int {
             lm_err!("failed to register the script callbacks");
             return -1;
         }
+        // SAFETY: a core registration before fork; the timer process calls `sweep_misses`.
+        if unsafe { sys::register_timer(Some(sweep_misses), null_mut(), 1) } < 0 {
+            lm_err!("failed to register the timer that frees old misses");
+            return -1;
+        }
         if !stats::register() {
             lm_err!("failed to register the statistics");
             return -1;
@@ -206,6 +211,25 @@ extern "C" fn mod_init() -> c_int {
         }
         lm_dbg!("table created with {size} slots");
         0
+    })
+}
+
+/// Every second, in the timer process: frees the misses kept longer than their TTL (silo/miss.rs),
+/// and says when misses had to be dropped (a REGISTER flood of AoRs with nothing stored).
+unsafe extern "C" fn sweep_misses(_ticks: u32, _param: *mut c_void) {
+    static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    guard((), || {
+        let Some(silo) = silo() else { return };
+        silo.prune_misses(crate::kam::process::monotonic_ms());
+        let (_, _, dropped) = silo.miss_totals();
+        let before = DROPPED.swap(dropped, Relaxed);
+        if dropped > before {
+            lm_warn!(
+                "{} append(s) that found no stored call were not remembered for a catch-up ({} KB of misses kept at most)",
+                dropped - before,
+                crate::silo::MISS_MAX_BYTES / 1024
+            );
+        }
     })
 }
 

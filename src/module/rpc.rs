@@ -119,6 +119,9 @@ unsafe extern "C" fn rpc_stats(api: *mut sys::rpc_t, ctx: *mut c_void) {
             table.int(c"max_transactions", silo.limits.max_transactions as i64)?;
             table.int(c"max_transactions_per_aor", i64::from(silo.limits.max_per_aor))?;
             table.int(c"in_flight", i64::from(silo.in_flight()))?;
+            let (misses, miss_bytes, _) = silo.miss_totals();
+            table.int(c"misses", misses as i64)?;
+            table.int(c"miss_bytes", miss_bytes as i64)?;
             if let Some(n) = super::auto_append::queued() {
                 top.int(c"auto_append_queue", i64::from(n))?;
             }

@@ -9,7 +9,7 @@ use crate::kam::{msg, tm};
 use crate::silo::{StoreError, Stored};
 use crate::sys;
 use std::borrow::Cow;
-use std::ffi::{CString, c_int};
+use std::ffi::c_int;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// ts_store's return code when a limit refused the transaction.
@@ -86,18 +86,12 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
                 -1
             } else {
                 lm_dbg!("transaction {}:{} stored for {}", id.index, id.label, show(key));
-                let missed = clock.map(|since| silo.missed_since(key, since)).unwrap_or_default();
-                if !missed.is_empty() {
+                // Appends that found nothing since this route started: carried out when it ends.
+                catch_up = clock.map(|since| silo.missed_since(key, since)).unwrap_or_default();
+                if !catch_up.is_empty() {
+                    lm_dbg!("{} append(s) for {} found nothing since this route started: caught up after it", catch_up.len(), show(key));
                     silo.counters.store_catch_up.fetch_add(1, Relaxed);
                 }
-                catch_up = missed
-                    .iter()
-                    .map(|m| {
-                        let table = silo.table_name(m.table).and_then(|t| CString::new(t).ok()).unwrap_or_else(|| c"location".into());
-                        lm_dbg!("an append for {} found nothing since this route started: catch-up in {:?} ({:?})", show(key), table, m.contact);
-                        flight::catch_up(&table, uri, m.contact)
-                    })
-                    .collect();
                 1
             }
         }

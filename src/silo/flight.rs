@@ -5,7 +5,7 @@
 //! opaque requests, and the storing process carries them out when its route has finished.
 //!
 //! Few transactions are in flight at once (at most one or two per worker), so they are one list
-//! under one lock, and `count` lets the common case (nothing in flight) skip the lock.
+//! under one lock; `count` is what ts.stats reports.
 
 use super::{ShmAlloc, ShmMutex, TransactionId};
 use core::cell::UnsafeCell;

@@ -12,14 +12,16 @@
 
 mod flight;
 mod lock;
+mod miss;
 pub mod queue;
 
 pub use flight::{Claim, FlightHandle};
 pub use lock::{ShmMutex, ShmMutexGuard};
+pub use miss::{MAX_BYTES as MISS_MAX_BYTES, TTL_MS as MISS_TTL_MS};
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
 /// Memory every process using the silo can see. Returned blocks are aligned to 8 bytes.
 pub trait ShmAlloc: Copy {
@@ -105,58 +107,9 @@ struct Slot {
     lock: ShmMutex,
     records: u32,
     first: *mut AorRecord,
-    /// The last appends that found no transaction for a key of this slot: a transaction stored
-    /// after its relay, by a route that started before such a miss, may have missed that device.
-    /// Each is remembered with its table and contact, so that the store's catch-up adds what the
-    /// missed append would have added and nothing more (a by-contact append rings one device, not
-    /// its user's other, maybe stale, bindings); older misses fold into `overflow`, which stands
-    /// for every contact of its table.
-    misses: [Miss; MISSES],
-    overflow: Miss,
+    /// Appends for keys of this slot that found no transaction (see `miss.rs`).
+    misses: miss::Misses,
 }
-
-/// Misses remembered exactly per slot (see `Slot::misses`).
-const MISSES: usize = 2;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(C)]
-struct Miss {
-    /// The silo's miss clock when it happened (0: never).
-    clock: u64,
-    /// The usrloc table it would have looked in (a `table_id`).
-    table: u8,
-    /// `contact_hash` of the one contact it would have added; 0: every contact found.
-    contact: u32,
-}
-
-impl Miss {
-    const NEVER: Miss = Miss { clock: 0, table: 0, contact: 0 };
-}
-
-/// An append that found nothing, as `missed_since` reports it: its usrloc table (a `table_id`)
-/// and, for an append of one contact, that contact's `contact_hash`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Missed {
-    pub table: u8,
-    pub contact: Option<u32>,
-}
-
-/// A contact URI's hash as misses remember it (never 0, which stands for "every contact").
-pub fn contact_hash(uri: &[u8]) -> u32 {
-    key_hash(uri).max(1)
-}
-
-/// usrloc table names seen by appends that found nothing, so a miss is one byte in its slot.
-#[repr(C)]
-struct TableNames {
-    lock: ShmMutex,
-    count: AtomicU32,
-    lens: [u8; MAX_TABLES],
-    names: [[u8; MAX_TABLE_NAME]; MAX_TABLES],
-}
-
-const MAX_TABLES: usize = 8;
-const MAX_TABLE_NAME: usize = 64;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stored {
@@ -207,9 +160,9 @@ pub struct Silo<A: ShmAlloc> {
     pub limits: Limits,
     pub counters: Counters,
     flights: flight::Flights,
-    /// Ticks once per append that found nothing stored (see `Slot::misses`).
+    /// Ticks once per append that found nothing stored (see `miss.rs`).
     miss_clock: AtomicU64,
-    tables: core::cell::UnsafeCell<TableNames>,
+    misses: miss::Budget,
 }
 
 // SAFETY: every mutable part is reached only under its slot's ShmMutex; counters are atomics.
@@ -236,20 +189,6 @@ pub fn key_hash(key: &[u8]) -> u32 {
     key.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
-/// Remembers a miss in its slot: the same table and contact as a remembered one moves that one's
-/// clock; else it takes the place of the oldest, which folds into the overflow (every contact).
-fn note_miss(slot: &mut Slot, miss: Miss) {
-    if let Some(same) = slot.misses.iter_mut().find(|m| m.clock != 0 && m.table == miss.table && m.contact == miss.contact) {
-        same.clock = miss.clock;
-        return;
-    }
-    let oldest = (0..MISSES).min_by_key(|&i| slot.misses[i].clock).unwrap_or(0);
-    let old = std::mem::replace(&mut slot.misses[oldest], miss);
-    if old.clock != 0 {
-        slot.overflow = Miss { clock: old.clock.max(slot.overflow.clock), table: old.table, contact: 0 };
-    }
-}
-
 impl<A: ShmAlloc> Silo<A> {
     /// Allocates and initialises the silo with `size` slots (a power of two) in `alloc`'s memory.
     pub fn create(alloc: A, size: u32, limits: Limits) -> Option<NonNull<Silo<A>>> {
@@ -267,14 +206,8 @@ impl<A: ShmAlloc> Silo<A> {
         // SAFETY: both blocks are fresh, large enough and aligned for these types.
         unsafe {
             for i in 0..size as usize {
-                slots.add(i).write(Slot { lock: ShmMutex::new(), records: 0, first: ptr::null_mut(), misses: [Miss::NEVER; MISSES], overflow: Miss::NEVER });
+                slots.add(i).write(Slot { lock: ShmMutex::new(), records: 0, first: ptr::null_mut(), misses: miss::Misses::new() });
             }
-            let tables = TableNames {
-                lock: ShmMutex::new(),
-                count: AtomicU32::new(0),
-                lens: [0; MAX_TABLES],
-                names: [[0; MAX_TABLE_NAME]; MAX_TABLES],
-            };
             silo.write(Silo {
                 alloc,
                 size,
@@ -283,7 +216,7 @@ impl<A: ShmAlloc> Silo<A> {
                 counters: Counters::default(),
                 flights: flight::Flights::new(),
                 miss_clock: AtomicU64::new(0),
-                tables: core::cell::UnsafeCell::new(tables),
+                misses: miss::Budget::new(),
             });
             Some(NonNull::new_unchecked(silo))
         }
@@ -299,7 +232,9 @@ impl<A: ShmAlloc> Silo<A> {
             let silo = this.as_ptr();
             let alloc = (*silo).alloc;
             for i in 0..(*silo).size as usize {
-                let mut rec = (*(*silo).slots.add(i)).first;
+                let slot = (*silo).slots.add(i);
+                (*slot).misses.free_all(alloc, &(*silo).misses);
+                let mut rec = (*slot).first;
                 while !rec.is_null() {
                     let next_rec = (*rec).next;
                     let mut tx = (*rec).transactions;
@@ -447,17 +382,16 @@ impl<A: ShmAlloc> Silo<A> {
 
     /// The ids stored for `key`, in arrival order, appended to `out`; false if the AoR is unknown.
     pub fn transactions_of(&self, key: &[u8], out: &mut Vec<TransactionId>) -> bool {
-        self.collect(key, None, out)
+        self.collect(key, None::<(u64, fn() -> Vec<u8>)>, out)
     }
 
-    /// As `transactions_of`, for an append from usrloc `table` (a `table_id`) of every contact
-    /// found, or of the one `contact`: when the AoR has nothing stored, the miss is remembered
-    /// in its slot (see `missed_since`).
-    pub fn transactions_for_append(&self, key: &[u8], table: u8, contact: Option<&[u8]>, out: &mut Vec<TransactionId>) -> bool {
-        self.collect(key, Some((table, contact.map_or(0, contact_hash))), out)
+    /// As `transactions_of`, for an append: when the AoR has nothing stored, the append's
+    /// `request` (built only then) is remembered as a miss at `now_ms` (see `missed_since`).
+    pub fn transactions_for_append(&self, key: &[u8], now_ms: u64, request: impl FnOnce() -> Vec<u8>, out: &mut Vec<TransactionId>) -> bool {
+        self.collect(key, Some((now_ms, request)), out)
     }
 
-    fn collect(&self, key: &[u8], miss: Option<(u8, u32)>, out: &mut Vec<TransactionId>) -> bool {
+    fn collect(&self, key: &[u8], miss: Option<(u64, impl FnOnce() -> Vec<u8>)>, out: &mut Vec<TransactionId>) -> bool {
         let hash = key_hash(key);
         let slot = self.slot(hash);
         let _guard = self.lock(slot);
@@ -465,9 +399,9 @@ impl<A: ShmAlloc> Silo<A> {
         unsafe {
             let rec = find_record(slot, hash, key);
             if rec.is_null() {
-                if let Some((table, contact)) = miss {
+                if let Some((now_ms, request)) = miss {
                     let clock = self.miss_clock.fetch_add(1, SeqCst) + 1;
-                    note_miss(&mut *slot, Miss { clock, table, contact });
+                    (*slot).misses.note(self.alloc, &self.misses, key, &request(), clock, now_ms);
                 }
                 return false;
             }
@@ -485,68 +419,29 @@ impl<A: ShmAlloc> Silo<A> {
         self.miss_clock.load(SeqCst)
     }
 
-    /// The appends for keys of `key`'s slot that found nothing stored after the miss clock read
-    /// `since` (empty: none): what a store's catch-up must add. An append of every contact of a
-    /// table stands for the by-contact ones of that table. Hash neighbours share a slot, so this
-    /// may name another AoR's misses: the caller's catch-up append finds nothing new then.
-    pub fn missed_since(&self, key: &[u8], since: u64) -> Vec<Missed> {
+    /// The requests of the appends for `key` that found nothing stored after the miss clock
+    /// read `since`, oldest first: what a store's catch-up carries out.
+    pub fn missed_since(&self, key: &[u8], since: u64) -> Vec<Vec<u8>> {
         let slot = self.slot(key_hash(key));
-        let (misses, overflow) = {
+        let _guard = self.lock(slot);
+        // SAFETY: read under the slot lock.
+        unsafe { (*slot).misses.since(key, since) }
+    }
+
+    /// Frees the misses older than `MISS_TTL_MS` at `now_ms`, slot by slot (a timer's sweep;
+    /// appends also prune the slot they miss in).
+    pub fn prune_misses(&self, now_ms: u64) {
+        for i in 0..self.size {
+            let slot = self.slot(i);
             let _guard = self.lock(slot);
-            // SAFETY: read under the slot lock.
-            unsafe { ((*slot).misses, (*slot).overflow) }
-        };
-        let recent: Vec<Miss> = misses.iter().chain([&overflow]).filter(|m| m.clock > since).copied().collect();
-        let mut out: Vec<Missed> = Vec::new();
-        for m in &recent {
-            let every = recent.iter().any(|o| o.table == m.table && o.contact == 0);
-            let missed = Missed { table: m.table, contact: (!every).then_some(m.contact) };
-            if !out.contains(&missed) {
-                out.push(missed);
-            }
-        }
-        out
-    }
-
-    /// A small number for a usrloc table name (1..=8), or 0 when the name is too long or the
-    /// registry is full (the caller falls back to a default table).
-    pub fn table_id(&self, name: &[u8]) -> u8 {
-        if name.is_empty() || name.len() > MAX_TABLE_NAME {
-            return 0;
-        }
-        let tables = self.tables.get();
-        // SAFETY: entries below `count` are written once, before `count` is raised (SeqCst).
-        let find = |upto: usize| unsafe {
-            (0..upto).find(|&i| table_entry(tables, i) == name).map(|i| i as u8 + 1)
-        };
-        // SAFETY: `count` is an atomic in the silo's memory.
-        let known = unsafe { (*tables).count.load(SeqCst) } as usize;
-        if let Some(id) = find(known) {
-            return id;
-        }
-        // SAFETY: new entries are written under the registry's lock.
-        unsafe {
-            let _guard = (*tables).lock.lock();
-            let n = (*tables).count.load(SeqCst) as usize;
-            if let Some(id) = find(n) {
-                return id;
-            }
-            if n == MAX_TABLES {
-                return 0;
-            }
-            (&mut (*tables).names)[n][..name.len()].copy_from_slice(name);
-            (*tables).lens[n] = name.len() as u8;
-            (*tables).count.store(n as u32 + 1, SeqCst);
-            n as u8 + 1
+            // SAFETY: changed under the slot lock.
+            unsafe { (*slot).misses.prune(self.alloc, &self.misses, now_ms) };
         }
     }
 
-    /// The name `table_id` gave `id`.
-    pub fn table_name(&self, id: u8) -> Option<Vec<u8>> {
-        let tables = self.tables.get();
-        let i = usize::from(id).checked_sub(1)?;
-        // SAFETY: as in `table_id`: entries below `count` never change.
-        unsafe { (i < (*tables).count.load(SeqCst) as usize).then(|| table_entry(tables, i).to_vec()) }
+    /// Misses kept now, their bytes, and how many were dropped (`MISS_MAX_BYTES`) so far.
+    pub fn miss_totals(&self) -> (u64, u64, u64) {
+        (self.misses.count.load(Relaxed), self.misses.bytes.load(Relaxed), self.misses.dropped.load(Relaxed))
     }
 
     /// Marks a transaction in flight (its storing route has not finished): see `flight.rs`.
@@ -633,13 +528,6 @@ impl<A: ShmAlloc> Silo<A> {
         }
         load
     }
-}
-
-/// # Safety
-/// Entry `i` of `tables` is written (below its `count`).
-unsafe fn table_entry<'a>(tables: *const TableNames, i: usize) -> &'a [u8] {
-    // SAFETY: the caller's contract; written entries never change.
-    unsafe { &(&(*tables).names)[i][..usize::from((*tables).lens[i])] }
 }
 
 /// # Safety

@@ -445,81 +445,84 @@ fn appends_to_a_transaction_in_flight_wait_for_the_end_of_its_route() {
 }
 
 #[test]
-fn an_append_that_finds_nothing_leaves_a_miss_for_routes_started_before_it() {
+fn an_append_that_finds_nothing_leaves_its_request_for_routes_started_before_it() {
     let heap = CountingHeap::new();
-    let ptr = Silo::create(heap, 8, Limits::default()).unwrap();
+    let ptr = Silo::create(heap, 1, Limits::default()).unwrap(); // one slot: every key shares it
     let silo = unsafe { ptr.as_ref() };
-    let location = silo.table_id(b"location");
-    assert_eq!(location, 1);
-    assert_eq!(silo.table_id(b"location"), 1, "a name keeps its number");
-    assert_eq!(silo.table_name(location).as_deref(), Some(&b"location"[..]));
+    let baseline = heap.live();
+    let mut ids = Vec::new();
+    let miss = |key: &[u8], request: &[u8], now| {
+        let r = request.to_vec();
+        !silo.transactions_for_append(key, now, move || r, &mut Vec::new())
+    };
 
     let before = silo.miss_clock();
-    let mut ids = Vec::new();
-    assert!(!silo.transactions_for_append(b"bob", location, None, &mut ids));
+    assert!(miss(b"bob", b"location sip:bob@example.com", 0));
     let after = silo.miss_clock();
     assert!(after > before);
-    assert_eq!(silo.missed_since(b"bob", before), [Missed { table: location, contact: None }], "a route that started before the miss");
-    assert_eq!(silo.missed_since(b"bob", after), [], "a route that started after it");
-    // transactions_of (ts.lookup, dumps) is no append: it leaves no miss.
-    assert!(!silo.transactions_of(b"carol", &mut ids));
-    assert_eq!(silo.miss_clock(), after);
+    assert_eq!(silo.missed_since(b"bob", before), [b"location sip:bob@example.com".to_vec()], "a route that started before the miss");
+    assert_eq!(silo.missed_since(b"bob", after), Vec::<Vec<u8>>::new(), "a route that started after it");
+    // Exactly the AoR's own misses: a hash neighbour's (here every key shares the slot) is not
+    // caught up by another AoR's store.
+    assert!(miss(b"ann", b"location_pn sip:ann@example.com contact", 0));
+    assert_eq!(silo.missed_since(b"bob", before), [b"location sip:bob@example.com".to_vec()]);
+    assert_eq!(silo.missed_since(b"ann", before), [b"location_pn sip:ann@example.com contact".to_vec()]);
+    // Every request of the AoR, oldest first; the same append again moves its clock only.
+    assert!(miss(b"bob", b"other table", 0));
+    let later = silo.miss_clock();
+    assert!(miss(b"bob", b"location sip:bob@example.com", 0));
+    assert_eq!(silo.missed_since(b"bob", before), [b"other table".to_vec(), b"location sip:bob@example.com".to_vec()]);
+    assert_eq!(silo.missed_since(b"bob", later), [b"location sip:bob@example.com".to_vec()]);
+    assert_eq!(silo.miss_totals().0, 3);
 
-    // A stored AoR is no miss.
+    // transactions_of (ts.lookup, dumps) is no append: it leaves no miss.
+    let clock = silo.miss_clock();
+    assert!(!silo.transactions_of(b"carol", &mut ids));
+    assert_eq!(silo.miss_clock(), clock);
+    // A stored AoR is no miss, and its request is never built.
     let h = stored(silo.store(b"bob", id(1, 1)));
-    assert!(silo.transactions_for_append(b"bob", location, None, &mut ids));
-    assert_eq!(silo.miss_clock(), after);
+    assert!(silo.transactions_for_append(b"bob", 0, || panic!("no request built when found"), &mut ids));
+    assert_eq!(silo.miss_clock(), clock);
     unsafe { silo.remove(h) };
 
-    // The registry: too long or full gives 0 ("unknown": the caller's default table).
-    assert_eq!(silo.table_id(&[b'x'; 65]), 0);
-    assert_eq!(silo.table_id(b""), 0);
-    for n in 2..=8u8 {
-        assert_eq!(silo.table_id(format!("t{n}").as_bytes()), n);
+    // Misses live MISS_TTL_MS: a later miss in the slot, or the sweep, frees the old ones.
+    assert!(miss(b"dan", b"x", MISS_TTL_MS - 1));
+    assert_eq!(silo.miss_totals().0, 4);
+    assert!(miss(b"eve", b"y", MISS_TTL_MS));
+    assert_eq!(silo.miss_totals().0, 2, "bob's two and ann's went, dan's and eve's stay");
+    assert_eq!(silo.missed_since(b"bob", before), Vec::<Vec<u8>>::new());
+    silo.prune_misses(3 * MISS_TTL_MS);
+    assert_eq!(silo.miss_totals(), (0, 0, 0));
+    assert_eq!(heap.live(), baseline, "every miss freed");
+
+    // All misses together stay under MISS_MAX_BYTES: beyond it one is dropped, and counted.
+    let big = vec![7u8; 64 * 1024];
+    let fits = (MISS_MAX_BYTES as usize) / (big.len() + 64);
+    for i in 0..fits + 2 {
+        miss(format!("u{i}").as_bytes(), &big, 0);
     }
-    assert_eq!(silo.table_id(b"one-too-many"), 0);
-    assert_eq!(silo.table_name(0), None);
-    assert_eq!(silo.table_name(9), None);
+    let (count, bytes, dropped) = silo.miss_totals();
+    assert!(bytes <= MISS_MAX_BYTES && count as usize >= fits - 1 && dropped >= 2, "{count} {bytes} {dropped}");
+    // Shutdown frees what is kept.
     unsafe { Silo::destroy(ptr) };
     assert_eq!(heap.live(), 0);
 }
 
 #[test]
-fn a_miss_of_one_contact_is_caught_up_for_that_contact_only() {
+fn misses_are_kept_per_slot() {
     let heap = CountingHeap::new();
-    let ptr = Silo::create(heap, 1, Limits::default()).unwrap(); // one slot: every key shares it
+    let ptr = Silo::create(heap, 8, Limits::default()).unwrap();
     let silo = unsafe { ptr.as_ref() };
-    let (location, pn) = (silo.table_id(b"location"), silo.table_id(b"location_pn"));
-    let mut ids = Vec::new();
-    let one = |table, c: &[u8]| Missed { table, contact: Some(contact_hash(c)) };
-
-    // Two devices of two users register by contact while a route runs: both are remembered.
     let start = silo.miss_clock();
-    assert!(!silo.transactions_for_append(b"bob", pn, Some(b"sip:bob@10.0.0.1"), &mut ids));
-    assert!(!silo.transactions_for_append(b"ann", pn, Some(b"sip:ann@10.0.0.2"), &mut ids));
-    assert_eq!(silo.missed_since(b"bob", start), [one(pn, b"sip:bob@10.0.0.1"), one(pn, b"sip:ann@10.0.0.2")]);
-    // The same device again moves its miss, does not take a second place.
-    let later = silo.miss_clock();
-    assert!(!silo.transactions_for_append(b"bob", pn, Some(b"sip:bob@10.0.0.1"), &mut ids));
-    assert_eq!(silo.missed_since(b"bob", later), [one(pn, b"sip:bob@10.0.0.1")]);
-
-    // A third contact pushes the oldest out: it is not lost, it stands for its whole table now.
-    assert!(!silo.transactions_for_append(b"cid", location, Some(b"sip:cid@10.0.0.3"), &mut ids));
-    let missed = silo.missed_since(b"bob", start);
-    assert!(missed.contains(&Missed { table: pn, contact: None }), "{missed:?}");
-    assert!(missed.contains(&one(location, b"sip:cid@10.0.0.3")), "{missed:?}");
-    assert!(!missed.contains(&one(pn, b"sip:bob@10.0.0.1")), "subsumed by the whole table: {missed:?}");
-
-    // An append of every contact of a table stands for that table's by-contact misses.
-    let now = silo.miss_clock();
-    assert!(!silo.transactions_for_append(b"dan", location, Some(b"sip:dan@10.0.0.4"), &mut ids));
-    assert!(!silo.transactions_for_append(b"dan", location, None, &mut ids));
-    assert_eq!(silo.missed_since(b"dan", now), [Missed { table: location, contact: None }]);
-    assert_eq!(silo.missed_since(b"dan", silo.miss_clock()), []);
-    assert_ne!(contact_hash(b""), 0, "0 stands for every contact");
-    assert_eq!(size_of::<Slot>(), 64, "README (hash_size) says what a slot costs");
+    for user in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"] {
+        assert!(!silo.transactions_for_append(user.as_bytes(), 0, || user.as_bytes().to_vec(), &mut Vec::new()));
+    }
+    for user in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"] {
+        assert_eq!(silo.missed_since(user.as_bytes(), start), [user.as_bytes().to_vec()]);
+    }
     unsafe { Silo::destroy(ptr) };
     assert_eq!(heap.live(), 0);
+    assert_eq!(size_of::<Slot>(), 24, "README (hash_size) says what a slot costs");
 }
 
 #[test]
