@@ -143,6 +143,59 @@ fn suspended_call_resumes_when_the_first_device_registers(flavour: Flavour) {
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
 }
 
+/// A woken device refreshes its registration while it rings (same contact, same +sip.instance:
+/// apps do right after waking): it must not get a second INVITE of the call, neither when its
+/// branch came from resuming a suspended call (relayed with `$ru` set by the script: TM's branch
+/// has no usrloc record id) nor when it was appended to a ringing call.
+fn a_woken_device_refreshing_while_it_rings_gets_one_invite(flavour: Flavour) {
+    let push = PushStub::start();
+    let k = Kamailio::start(&example(flavour, &push.url()));
+    let alice = Ua::new("alice", k.port);
+    // Resumed: nobody reachable, the call waits suspended for carol's phone.
+    let phone = Device::new("carol", k.port, "fcm", "carol-refresh", "", Some("00000000-0000-4000-8000-0000000ca203"));
+    assert_eq!(phone.ua.register("").status(), Some(200));
+    // Appended: bob's desk rings at once, his tablet when it wakes.
+    let desk = Ua::new("bob", k.port);
+    let tablet = Device::new("bob", k.port, "apns", "bob-refresh", "TEAM.app", Some("00000000-0000-4000-8000-00000000b0b3"));
+    assert_eq!(desk.register("").status(), Some(200));
+    assert_eq!(tablet.ua.register("").status(), Some(200));
+    settle();
+    let to_carol = alice.invite("carol");
+    assert_eq!(push.wait_pushes("carol", 1).len(), 1, "{flavour:?}");
+    let to_bob = alice.invite("bob");
+    let desk_inv = desk.expect_request("INVITE", SECS(5));
+    desk.reply(&desk_inv, 180, "Ringing");
+    assert_eq!(push.wait_pushes("bob", 1).len(), 1, "{flavour:?}");
+
+    let mut ringing = Vec::new();
+    for (device, call) in [(phone, &to_carol), (tablet, &to_bob)] {
+        let woken = device.wake();
+        assert_eq!(woken.ua.register("").status(), Some(200));
+        let inv = woken.ua.expect_request("INVITE", SECS(5));
+        assert_eq!(inv.call_id(), call.call_id);
+        woken.ua.reply(&inv, 180, "Ringing");
+        // The refresh, twice, as the first INVITE rings.
+        for _ in 0..2 {
+            assert_eq!(woken.ua.register("").status(), Some(200));
+        }
+        woken.ua.expect_no_request("INVITE", MS(500));
+        ringing.push((woken, inv));
+    }
+    for ((woken, inv), call) in ringing.iter().zip([&to_carol, &to_bob]) {
+        alice.cancel(call);
+        woken.ua.answer_cancel(inv, SECS(5));
+        if call.call_id == to_bob.call_id {
+            desk.answer_cancel(&desk_inv, SECS(5));
+        }
+        let r = alice.final_reply("INVITE", SECS(5));
+        assert_eq!(r.status(), Some(487), "{flavour:?}: {}", r.raw);
+        alice.ack(call, &r);
+        woken.ua.expect_no_request("INVITE", MS(100));
+    }
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
+    assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
+}
+
 /// A MESSAGE takes the same way: the reachable phone gets it at once, the pushed tablet when it
 /// wakes, at its new address; the tablet answers.
 fn message_reaches_the_woken_device(flavour: Flavour) {
@@ -337,6 +390,16 @@ fn lua_nobody_reachable_nobody_pushable_is_480() {
 #[test]
 fn lua_suspended_call_cancelled() {
     a_suspended_call_cancelled_before_any_device_registers(Flavour::Lua);
+}
+
+#[test]
+fn native_a_woken_device_refreshing_while_it_rings_gets_one_invite() {
+    a_woken_device_refreshing_while_it_rings_gets_one_invite(Flavour::Native);
+}
+
+#[test]
+fn lua_a_woken_device_refreshing_while_it_rings_gets_one_invite() {
+    a_woken_device_refreshing_while_it_rings_gets_one_invite(Flavour::Lua);
 }
 
 #[test]

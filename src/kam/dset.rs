@@ -63,17 +63,15 @@ pub fn clear() {
     unsafe { sys::nr_branches = 0 }
 }
 
-/// Keeps only the branches for which `keep(uri, ruid)` is true, in order; returns how many remain.
-pub fn retain(mut keep: impl FnMut(&[u8], &[u8]) -> bool) -> usize {
+/// Keeps only the branches for which `keep(uri)` is true, in order; returns how many remain.
+pub fn retain(mut keep: impl FnMut(&[u8]) -> bool) -> usize {
     let kept: Vec<sys::branch_t> = DsetSnapshot::take()
         .0
         .into_iter()
         .filter(|b| {
             let uri = &b.uri[..(b.len as usize).min(b.uri.len())];
-            let ruid = &b.ruid[..(b.ruid_len as usize).min(b.ruid.len())];
             // SAFETY: c_char and u8 have the same layout.
-            let (uri, ruid) = unsafe { (&*(uri as *const [std::ffi::c_char] as *const [u8]), &*(ruid as *const [std::ffi::c_char] as *const [u8])) };
-            keep(uri, ruid)
+            keep(unsafe { &*(uri as *const [std::ffi::c_char] as *const [u8]) })
         })
         .collect();
     let n = kept.len();

@@ -142,16 +142,18 @@ pub fn append_branches(contact: Option<&std::ffi::CStr>) -> c_int {
 }
 
 impl Cell {
-    /// Whether the transaction has a branch to `uri` for usrloc record `ruid` already: what TM's
-    /// t_append_branches() means by "branch already added" (both equal, byte for byte). Read
-    /// without TM's reply lock: TM checks again under it.
-    pub fn has_branch(self, uri: &[u8], ruid: &[u8]) -> bool {
+    /// Whether the transaction has a branch to `uri` already, whichever usrloc record (if any) it
+    /// came from. TM's own test ("branch already added") also wants the same record id, so a
+    /// branch the script relayed with `$ru` set by hand (no record id) would ring the device
+    /// again when it refreshes its registration. Read without TM's reply lock, by an append
+    /// that holds the transaction (claim): no other append adds branches meanwhile.
+    pub fn has_branch(self, uri: &[u8]) -> bool {
         // SAFETY: the cell is alive (referenced); `uac` has `nr_of_outgoings` built entries.
         unsafe {
             let t = &*self.as_ptr();
             (0..t.nr_of_outgoings.max(0) as usize).any(|i| {
                 let uac = &*t.uac.add(i);
-                crate::kam::str::bytes(&uac.uri) == uri && crate::kam::str::bytes(&uac.ruid) == ruid
+                crate::kam::str::bytes(&uac.uri) == uri
             })
         }
     }

@@ -169,9 +169,9 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
         },
         Branches::Dset(set) => set.restore(),
     }
-    // Only what TM would add: a contact that matches the filter (TM: strstr) and has no branch
-    // (TM: same ruid and uri). Asking TM for nothing makes it log an error.
-    let new = dset::retain(|uri, ruid| only.admits(uri) && !cell.has_branch(uri, ruid));
+    // Only a contact that matches the filter (TM: strstr) and has no branch to its URI yet (no
+    // device rings twice). Asking TM for nothing makes it log an error.
+    let new = dset::retain(|uri| only.admits(uri) && !cell.has_branch(uri));
     if new == 0 {
         lm_dbg!("transaction [{}:{}] has a branch to every contact found already", id.index, id.label);
         return OK;
