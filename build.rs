@@ -214,7 +214,7 @@ fn generate_bindings(src: &Path, defines: &[String], out: &Path) {
         .allowlist_function("fixup_(spve|igp)_null|fixup_free_(spve|igp)_null|get_str_fparam|get_int_fparam")
         .allowlist_function("sr_kemi_modules_add|register_module_stats|destroy_modules_phase")
         .allowlist_function("find_export|fork_process|register_procs|cfg_register_child|cfg_child_init|route_lookup|ksr_msg_env_reset|sr_kemi_eng_get")
-        .allowlist_var("main_rt|T_ASYNC_SUSPENDED")
+        .allowlist_var("main_rt|T_ASYNC_SUSPENDED|T_ASYNC_CONTINUE")
         .allowlist_type("usrloc_api_t|ucontact_t|ua_client|bind_usrloc_t")
         .allowlist_type("cell|sip_msg|tm_binds|registrar_api_t|module_exports|cmd_export_t|param_export_t")
         .allowlist_type("rpc_export_t|rpc_t|sr_kemi_t|stat_export_t|stat_var|counter_val_t|branch_t|_hdr_types_t|tmcb_params|contact_body_t|gparam_t")

@@ -51,6 +51,12 @@ enum Variant {
     OriginalKemi,
     /// The same in a failure route, after a first relay got a 486, usrloc keyed by domain.
     FailureRoute,
+    /// ts_store(); async_ms_route("RESUME", 5): the async module's process resumes the stored
+    /// call (t_continue) and relays it while device 2's REGISTER appends.
+    ForeignContinue,
+    /// ts_store(); t_suspend() with resume_route: nobody is registered; devices 1 and 2 register
+    /// at once and both appends try to resume the call.
+    TwoResumers,
 }
 
 impl Variant {
@@ -90,6 +96,8 @@ fn start(variant: Variant) -> Setup {
         Variant::OriginalByDomain => "#!define ORIGINAL\n#!define USE_DOMAIN\n",
         Variant::OriginalKemi => "#!define KEMI\n#!define USE_DOMAIN\n",
         Variant::FailureRoute => "#!define FAILURE\n#!define USE_DOMAIN\n",
+        Variant::ForeignContinue => "#!define FOREIGN_CONTINUE\n",
+        Variant::TwoResumers => "#!define TWO_RESUMERS\n",
         Variant::Cluster => {
             let a = cluster_node(None);
             let b = cluster_node(Some(a.port));
@@ -220,6 +228,8 @@ struct Timing {
     twice: bool,
     /// The users' domain.
     domain: &'static str,
+    /// Device 1 registers only once the call waits (suspended), at the same time as device 2.
+    late_dev1: bool,
 }
 
 /// One collision round for user `u{round}`: INVITE to `inv_port`, device 2 REGISTERs at
@@ -233,28 +243,37 @@ fn round(round: usize, inv_port: u16, reg_port: u16, offset_us: i64, timing: &Ti
     let socks = [&caller.sock, &dev1.sock, &dev2.sock];
 
     // Device 1 registers (and its REGISTER's reply is the proxy's sign of life).
-    send_to(&dev1.sock, inv_port, &register_text(&dev1, 1, timing.domain));
-    let deadline = Instant::now() + SECS(3);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match poll_recv(&socks[1..2], left) {
-            Some((_, m)) if m.cseq_method() == "REGISTER" && m.status().is_some_and(|s| s >= 200) => break,
-            Some(_) => continue,
-            None => {
-                res.proxy_down = true;
-                return res;
+    if !timing.late_dev1 {
+        send_to(&dev1.sock, inv_port, &register_text(&dev1, 1, timing.domain));
+        let deadline = Instant::now() + SECS(3);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match poll_recv(&socks[1..2], left) {
+                Some((_, m)) if m.cseq_method() == "REGISTER" && m.status().is_some_and(|s| s >= 200) => break,
+                Some(_) => continue,
+                None => {
+                    res.proxy_down = true;
+                    return res;
+                }
             }
         }
+        // save() replies before the REGISTER route's ts_append() (or auto_append) has run: let
+        // that finish, so that only device 2's REGISTER meets the INVITE.
+        std::thread::sleep(MS(10));
     }
-
-    // save() replies before the REGISTER route's ts_append() (or auto_append) has run: let that
-    // finish, so that only device 2's REGISTER meets the INVITE.
-    std::thread::sleep(MS(10));
 
     let call = invite_text(&caller, &user, timing.domain);
     let reg2 = register_text(&dev2, 1, timing.domain);
     let t0;
-    if offset_us >= 0 {
+    if timing.late_dev1 {
+        // The call waits, suspended, for a device: devices 1 and 2 register `offset_us` apart.
+        send_to(&caller.sock, inv_port, &call.request);
+        std::thread::sleep(MS(20));
+        t0 = Instant::now();
+        send_to(&dev1.sock, inv_port, &register_text(&dev1, 1, timing.domain));
+        spin_until(t0 + Duration::from_micros(offset_us.unsigned_abs()));
+        send_to(&dev2.sock, reg_port, &reg2);
+    } else if offset_us >= 0 {
         t0 = Instant::now();
         send_to(&caller.sock, inv_port, &call.request);
         spin_until(t0 + Duration::from_micros(offset_us as u64));
@@ -415,7 +434,8 @@ fn run(variant: Variant) {
     let reg_port = setup.nodes[setup.reg_node].port;
     let cluster = variant == Variant::Cluster;
     let twice = variant == Variant::TwoRegisters;
-    let timing = Timing { ring: if cluster { MS(1500) } else { MS(800) }, twice, domain: variant.domain() };
+    let late_dev1 = variant == Variant::TwoResumers;
+    let timing = Timing { ring: if cluster { MS(1500) } else { MS(800) }, twice, domain: variant.domain(), late_dev1 };
 
     // Calibration: where the two requests' effects land. With a large negative offset device 2
     // is registered (and replicated) long before the INVITE: inv2 - inv1 is then the relay skew;
@@ -445,6 +465,9 @@ fn run(variant: Variant) {
     } else if variant == Variant::FailureRoute {
         // The failure route runs after the first relay's 486 came back through the proxy.
         (0, 1200)
+    } else if variant == Variant::ForeignContinue {
+        // The async module resumes the call 5 ms (on its 1 ms timer) after the INVITE.
+        (3000, 8000)
     } else {
         (0, 400)
     };
@@ -457,7 +480,7 @@ fn run(variant: Variant) {
         .map(|t| {
             let offs = offs.clone();
             let down = down.clone();
-            let timing = Timing { ring: timing.ring, twice: timing.twice, domain: timing.domain };
+            let timing = Timing { ring: timing.ring, twice: timing.twice, domain: timing.domain, late_dev1: timing.late_dev1 };
             std::thread::spawn(move || {
                 let mut out = Vec::new();
                 for i in (t..n).step_by(threads) {
@@ -615,4 +638,14 @@ fn original_order_kemi() {
 #[test]
 fn original_order_in_a_failure_route() {
     run(Variant::FailureRoute);
+}
+
+#[test]
+fn a_foreign_t_continue_relays_while_appends_arrive() {
+    run(Variant::ForeignContinue);
+}
+
+#[test]
+fn two_appenders_resume_one_suspended_call() {
+    run(Variant::TwoResumers);
 }

@@ -171,6 +171,12 @@ impl Cell {
         // SAFETY: the cell is alive (referenced); a flag read.
         unsafe { u32::from((*self.as_ptr()).flags) & sys::T_ASYNC_SUSPENDED != 0 }
     }
+
+    /// A t_continue() is running on it now (set before its route starts, cleared after it ends).
+    pub fn is_continuing(self) -> bool {
+        // SAFETY: as above.
+        unsafe { u32::from((*self.as_ptr()).flags) & sys::T_ASYNC_CONTINUE != 0 }
+    }
 }
 
 /// Resumes a suspended transaction (t_continue), running `route` on it in this process.

@@ -23,6 +23,11 @@ pub const NOT_FOUND: c_int = -1;
 pub const CANCELED: c_int = -2;
 pub const ANSWERED: c_int = -3;
 pub const LOOKUP_FAILED: c_int = -4;
+/// Not in the C module (which passes TM's own codes on, colliding with the ones above): TM
+/// could not add or send the branches, shared memory ran out, or the request was refused.
+pub const FAILED: c_int = -5;
+/// What the C module returns (TM's E_UNSPEC) when every contact has a branch already.
+pub const NOTHING_NEW: c_int = -1;
 
 // ts_append*'s return codes.
 pub const OK: c_int = 1;
@@ -85,43 +90,133 @@ struct CachedLookup {
     set: DsetSnapshot,
 }
 
-/// Appends branches to one transaction, or leaves the append for the process that stored it
-/// while that process may still be relaying it (see `flight`). Returns the number of branches
-/// sent (at least 1 on success: also when the append was deferred, or every contact found has
-/// a branch already), or a negative code (NOT_FOUND, CANCELED, ANSWERED, LOOKUP_FAILED, ERROR).
-pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>) -> c_int {
-    append_cached(id, branches, contact.into(), &mut LookupCache::default())
+/// What one append to a transaction did; Err carries ts_append_to's negative code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// TM sent this many new branches (> 0).
+    Sent(c_int),
+    /// Left for the process that holds the transaction (it carries it out when it is done), or
+    /// for the route that resumes it.
+    Deferred,
+    /// Every contact found has a branch already.
+    NothingNew,
+    /// It was suspended: resumed through resume_route.
+    Resumed,
 }
 
-/// `append_to` with a lookup cache shared by several calls (one AoR's transactions).
-pub fn append_to_cached(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> c_int {
-    append_cached(id, branches, only, cache)
-}
-
-fn append_cached(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> c_int {
-    let Some(silo) = silo() else { return ERROR };
-    match silo.claim(id, || flight::encode(branches, only)) {
-        Claim::Mine(held) => {
-            let rc = append_now(id, branches, only, cache);
-            // What others left while this process appended: carried out the same way.
-            flight::land_appends(held, id);
-            rc
-        }
-        Claim::Deferred => {
-            silo.counters.append_deferred.fetch_add(1, Relaxed);
-            lm_dbg!("transaction [{}:{}] is being relayed or appended to: append left to that process", id.index, id.label);
-            OK
-        }
-        Claim::NoMemory => {
-            lm_err!("out of shared memory appending to transaction [{}:{}]", id.index, id.label);
-            ERROR
-        }
+/// ts_append_to's return code for an append's outcome: C's where C has one.
+pub fn append_code(outcome: Result<Appended, c_int>) -> c_int {
+    match outcome {
+        Ok(Appended::Sent(n)) => n,
+        Ok(Appended::Deferred | Appended::Resumed) => OK,
+        Ok(Appended::NothingNew) => NOTHING_NEW,
+        Err(code) => code,
     }
 }
 
+/// ts_append_to: appends branches to one transaction (see `append_to_cached`); its return code.
+pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>) -> c_int {
+    append_code(append_to_cached(id, branches, contact.into(), &mut LookupCache::default()))
+}
+
+/// Appends branches to one transaction, or leaves the append for the process that holds it
+/// (the route that stored it may still be relaying it, see `flight`), and says what it did.
+/// `cache` is shared by the appends to one AoR's transactions.
+pub fn append_to_cached(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
+    let silo = silo().ok_or(FAILED)?;
+    let held = match silo.claim(id, || flight::encode(branches, only)) {
+        Claim::Mine(held) => flight::Held::new(held, id),
+        other => return left(id, other),
+    };
+    // Another process's t_continue() runs a route on it now, which may relay: wait for the end
+    // of that route (it never waits on an append, so this cannot deadlock), then append. This
+    // process may be the one running it (an append left to the end of that route): no wait.
+    let ours = tm::current().is_some_and(|t| t.id() == id);
+    let outcome = match (ours || wait_while(id, |f| f.continuing)).then(|| append_now(id, branches, only, cache, true)) {
+        Some(Now::Done(outcome)) => return outcome,
+        Some(Now::Suspended) => left(id, held.park(&flight::encode(branches, only))),
+        // A route that has run for that long: left to its end.
+        None => left(id, held.park(&flight::encode(branches, only))),
+    };
+    // Parked for the route that resumes the transaction. If such a route ran, to its end,
+    // between what this append saw and its parking, nobody takes the request: carry it out now.
+    if !ours && wait_while(id, |f| f.continuing && !f.suspended) && flags(id).is_some_and(|f| !f.suspended) {
+        if let Some(requests) = silo.take_parked(id) {
+            flight::run_requests(id, requests.iter());
+        }
+    }
+    outcome
+    // `held` (if not parked) ends here: what others left meanwhile is carried out now.
+}
+
+/// How long an append waits for a route that another process's t_continue() runs.
+const CONTINUE_WAIT_MS: u32 = 2000;
+
+/// A transaction's suspend state, as TM's flags say now.
+struct Flags {
+    suspended: bool,
+    continuing: bool,
+}
+
+/// The flags of transaction `id`; None if it is gone.
+fn flags(id: TransactionId) -> Option<Flags> {
+    let _restore = tm::CurrentRestore::save();
+    let t = tm::lookup(id)?;
+    Some(Flags { suspended: t.cell().is_suspended(), continuing: t.cell().is_continuing() })
+}
+
+/// Waits (1 ms steps) while transaction `id` exists and `busy` says so; false after
+/// CONTINUE_WAIT_MS.
+fn wait_while(id: TransactionId, busy: impl Fn(&Flags) -> bool) -> bool {
+    for _ in 0..CONTINUE_WAIT_MS {
+        if !flags(id).is_some_and(|f| busy(&f)) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
+
+/// An append left on a flight (`claim` or `park` said so).
+fn left(id: TransactionId, claim: Claim) -> Result<Appended, c_int> {
+    let Some(silo) = silo() else { return Err(FAILED) };
+    match claim {
+        Claim::Deferred | Claim::Duplicate => {
+            silo.counters.append_deferred.fetch_add(1, Relaxed);
+            lm_dbg!("transaction [{}:{}] is held (relayed, appended to, or suspended): append left to its holder", id.index, id.label);
+            Ok(Appended::Deferred)
+        }
+        Claim::Refused => {
+            silo.counters.append_refused.fetch_add(1, Relaxed);
+            static REFUSED: crate::kam::log::RateLimit = crate::kam::log::RateLimit::new();
+            if let Some(more) = REFUSED.due() {
+                lm_warn!(
+                    "transaction [{}:{}] has {} appends waiting already: append refused ({more} more refused since the last report)",
+                    id.index,
+                    id.label,
+                    crate::silo::MAX_PENDING
+                );
+            }
+            Err(FAILED)
+        }
+        Claim::NoMemory => {
+            lm_err!("out of shared memory appending to transaction [{}:{}]", id.index, id.label);
+            Err(FAILED)
+        }
+        Claim::Mine(_) => unreachable!("a claim of our own is never left"),
+    }
+}
+
+/// What `append_now` did: an outcome, or the transaction is suspended with no resume_route.
+enum Now {
+    Done(Result<Appended, c_int>),
+    Suspended,
+}
+
 /// Appends branches to one transaction now: the caller holds it (`claim`). The caller's
-/// destination set is left as it was.
-fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> c_int {
+/// destination set is left as it was. `may_resume`: a suspended transaction is resumed
+/// through resume_route (if set).
+fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache, may_resume: bool) -> Now {
     let _restore = tm::CurrentRestore::save();
     let _dset = dset::Isolated::new();
     let count = |c: fn(&Counters) -> &AtomicU64| {
@@ -132,24 +227,33 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
     let Some(t) = tm::lookup(id) else {
         lm_err!("transaction [{}:{}] not found", id.index, id.label);
         count(|c| &c.append_not_found);
-        return NOT_FOUND;
+        return Now::Done(Err(NOT_FOUND));
     };
     let cell = t.cell();
     if cell.is_canceled() {
         lm_dbg!("transaction [{}:{}] was cancelled", id.index, id.label);
         count(|c| &c.append_canceled);
-        return CANCELED;
+        return Now::Done(Err(CANCELED));
     }
     if cell.uas_status() >= 200 {
         lm_dbg!("transaction [{}:{}] sent a final reply already ({})", id.index, id.label, cell.uas_status());
         count(|c| &c.append_answered);
-        return ANSWERED;
+        return Now::Done(Err(ANSWERED));
     }
-    if let (true, Some(route)) = (cell.is_suspended(), RESUME_ROUTE.get()) {
+    if cell.is_suspended() {
+        let Some(route) = RESUME_ROUTE.get().filter(|_| may_resume) else {
+            lm_dbg!("transaction [{}:{}] is suspended: append left to the route that resumes it", id.index, id.label);
+            return Now::Suspended;
+        };
         drop(t);
-        let ok = tm::resume(id, route);
-        lm_info!("transaction [{}:{}] was suspended: resumed it (resume_route) -> {ok}", id.index, id.label);
-        return if ok { OK } else { ERROR };
+        if tm::resume(id, route) {
+            lm_info!("transaction [{}:{}] was suspended: resumed it (resume_route)", id.index, id.label);
+            return Now::Done(Ok(Appended::Resumed));
+        }
+        // Someone else resumes it now (the script's or another module's t_continue()): append
+        // as to any transaction, or leave the append to that route if it is still suspended.
+        lm_info!("transaction [{}:{}] was suspended, and resuming it failed: appending instead", id.index, id.label);
+        return append_now(id, branches, only, cache, false);
     }
     match branches {
         Branches::Lookup { table, uri } => match &cache.0 {
@@ -159,7 +263,7 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
                 if !unsafe { registrar::lookup_to_dset(cell.request(), table, *uri) } {
                     lm_err!("transaction [{}:{}]: no contact found in table {}", id.index, id.label, table.to_string_lossy());
                     count(|c| &c.append_lookup_failed);
-                    return LOOKUP_FAILED;
+                    return Now::Done(Err(LOOKUP_FAILED));
                 }
                 if let Some(u) = uri {
                     let (method, table, uri) = (cell.method(), (*table).to_owned(), u.to_vec());
@@ -174,26 +278,31 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
     let new = dset::retain(|uri| only.admits(uri) && !cell.has_branch(uri));
     if new == 0 {
         lm_dbg!("transaction [{}:{}] has a branch to every contact found already", id.index, id.label);
-        return OK;
+        return Now::Done(Ok(Appended::NothingNew));
     }
     let sent = tm::append_branches(match only {
         Only::Matching(c) => Some(c),
         Only::Every => None,
     });
-    if sent > 0 {
-        if let Some(silo) = silo() {
-            silo.counters.added_branches.fetch_add(sent as u64, Relaxed);
-        }
-        lm_dbg!("transaction [{}:{}]: {sent} branch(es) appended", id.index, id.label);
+    if sent <= 0 {
+        lm_err!("transaction [{}:{}]: TM could not add or send the branches ({sent})", id.index, id.label);
+        return Now::Done(Err(FAILED));
     }
-    sent
+    if let Some(silo) = silo() {
+        silo.counters.added_branches.fetch_add(sent as u64, Relaxed);
+    }
+    lm_dbg!("transaction [{}:{}]: {sent} branch(es) appended", id.index, id.label);
+    Now::Done(Ok(Appended::Sent(sent)))
     // `t` is dropped (unreferenced) here, then the caller's set and transaction are put back.
 }
 
 /// What appending to an AoR did.
 pub struct AppendSummary {
     pub transactions: usize,
+    /// Branches sent now.
     pub branches: u64,
+    /// Transactions whose append was left to their holder (sent later, or not at all).
+    pub deferred: usize,
 }
 
 /// Appends branches to every transaction stored for the AoR of `ruri`: Ok with what was done
@@ -209,11 +318,15 @@ pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> R
         lm_dbg!("no transaction stored for {}", show(key));
         return Err(NOTHING_STORED);
     }
-    let mut summary = AppendSummary { transactions: ids.len(), branches: 0 };
+    let mut summary = AppendSummary { transactions: ids.len(), branches: 0, deferred: 0 };
     let mut cache = LookupCache::default();
     for id in ids {
         lm_dbg!("transaction {}:{} found for {}, appending branches", id.index, id.label, show(key));
-        summary.branches += append_cached(id, branches, contact.into(), &mut cache).max(0) as u64;
+        match append_to_cached(id, branches, contact.into(), &mut cache) {
+            Ok(Appended::Sent(n)) => summary.branches += n as u64,
+            Ok(Appended::Deferred) => summary.deferred += 1,
+            _ => {}
+        }
     }
     Ok(summary)
 }

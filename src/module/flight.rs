@@ -16,6 +16,7 @@
 
 use super::append::{self, Branches, LookupCache, Only};
 use super::silo;
+use crate::kam::tm;
 use crate::kam::dset::DsetSnapshot;
 use crate::kam::guard::guard;
 use crate::kam::script_cb::{self, RouteKind};
@@ -46,8 +47,9 @@ thread_local! {
     static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A pre-script callback whose post-script never came (another module's callback dropped the
-/// message): such frames stored nothing; beyond this depth the oldest are forgotten.
+/// Failure routes nest in other routes (a reply received while a request route runs is
+/// another message, but t_continue() and t_relay()'s failures may run routes from inside
+/// one): beyond this depth the oldest frames are landed, their end never having come.
 const MAX_FRAMES: usize = 16;
 
 /// mod_init: have the core tell us when request and failure routes start and end.
@@ -58,13 +60,33 @@ pub fn register() -> bool {
 unsafe extern "C" fn on_route_start(_msg: *mut sys::sip_msg, flags: c_uint, _param: *mut c_void) -> c_int {
     guard(1, || {
         let (Some(kind), Some(silo)) = (script_cb::kind(flags), silo()) else { return 1 };
+        // A failure route, or the route t_continue() runs (from the script, resume_route, or any
+        // module): it may relay its transaction, which holds it like a storing route (appends
+        // meanwhile are left to its end, when they see what it relayed), and takes over the
+        // appends left on it while it was suspended.
+        let mut flights = Vec::new();
+        if kind == RouteKind::Failure {
+            if let Some(t) = tm::current() {
+                let id = t.id();
+                match silo.begin_flight(id) {
+                    Some(handle) => flights.push(Flying { handle, id, catch_up: Vec::new() }),
+                    None => lm_err!("out of shared memory holding transaction [{}:{}] for its route", id.index, id.label),
+                }
+            }
+        }
         let stale = FRAMES.with_borrow_mut(|frames| {
-            let stale = (frames.len() >= MAX_FRAMES).then(|| frames.remove(0));
-            frames.push(Frame { kind, clock: silo.miss_clock(), flights: Vec::new() });
+            // Request routes do not nest: frames below a new one are routes whose end never
+            // came (a module's pre-script callback stopped the message, an error path).
+            let stale: Vec<Frame> = if kind == RouteKind::Request {
+                frames.drain(..).collect()
+            } else {
+                frames.len().checked_sub(MAX_FRAMES - 1).map(|n| frames.drain(..=n).collect()).unwrap_or_default()
+            };
+            frames.push(Frame { kind, clock: silo.miss_clock(), flights });
             stale
         });
         // Landed outside the borrow: an append may run a route, which comes back here.
-        if let Some(frame) = stale {
+        for frame in stale {
             land(frame);
         }
         1 // go on with the route
@@ -117,9 +139,33 @@ fn land(frame: Frame) {
     }
 }
 
-/// An append is over: what other processes left meanwhile is appended now.
-pub fn land_appends(held: FlightHandle, id: TransactionId) {
-    run_left(held, id, &[]);
+/// An append's hold on its transaction (`silo::Claim::Mine`): when dropped, also on a panic or
+/// an early return, the hold ends and what other processes left meanwhile is appended.
+pub struct Held(Option<(FlightHandle, TransactionId)>);
+
+impl Held {
+    pub fn new(handle: FlightHandle, id: TransactionId) -> Self {
+        Held(Some((handle, id)))
+    }
+
+    /// Leaves `request` on the transaction for the route that resumes it (it is suspended):
+    /// the hold ends without carrying anything out.
+    pub fn park(mut self, request: &[u8]) -> crate::silo::Claim {
+        let (Some((handle, _)), Some(silo)) = (self.0.take(), silo()) else { return crate::silo::Claim::NoMemory };
+        // SAFETY: our own claim, not ended: taken out of `self`, so never ended twice.
+        unsafe { silo.park(handle, request) }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some((handle, id)) = self.0.take() else { return };
+        // Never unwinds out of a drop (it may run while a panic unwinds).
+        let landed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_left(handle, id, &[])));
+        if landed.is_err() {
+            lm_crit!("BUG: panic carrying out the appends left on transaction [{}:{}]", id.index, id.label);
+        }
+    }
 }
 
 /// Ends the flight `held` of `id` and carries out the requests left on it, then `extra`. Each
@@ -129,14 +175,19 @@ fn run_left(held: FlightHandle, id: TransactionId, extra: &[Vec<u8>]) {
     let Some(silo) = silo() else { return };
     // SAFETY: begun in this process (ts_store's begin_flight or an append's claim), ended once.
     let requests = unsafe { silo.end_flight(held) };
+    run_requests(id, requests.iter().chain(extra));
+}
+
+/// Carries out requests left on transaction `id`, in order.
+pub fn run_requests<'a>(id: TransactionId, requests: impl Iterator<Item = &'a Vec<u8>>) {
     let mut cache = LookupCache::default();
-    for bytes in requests.iter().chain(extra).map(Vec::as_slice) {
+    for bytes in requests.map(Vec::as_slice) {
         let Some(request) = decode(bytes) else {
             lm_crit!("BUG: malformed deferred append for transaction [{}:{}]", id.index, id.label);
             continue;
         };
-        let rc = request.run(id, &mut cache);
-        lm_dbg!("deferred append to transaction [{}:{}] -> {rc}", id.index, id.label);
+        let outcome = request.run(id, &mut cache);
+        lm_dbg!("deferred append to transaction [{}:{}] -> {outcome:?}", id.index, id.label);
     }
 }
 
@@ -152,7 +203,7 @@ enum Source {
 }
 
 impl Request {
-    fn run(&self, id: TransactionId, cache: &mut LookupCache) -> c_int {
+    fn run(&self, id: TransactionId, cache: &mut LookupCache) -> Result<append::Appended, c_int> {
         let branches = match &self.source {
             Source::Lookup { table, uri } => Branches::Lookup { table, uri: uri.as_deref() },
             Source::Dset(set) => Branches::Dset(set),

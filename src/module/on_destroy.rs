@@ -29,5 +29,9 @@ pub unsafe extern "C" fn ts_on_destroy(_t: *mut sys::cell, kind: c_int, params: 
         lm_dbg!("transaction {}:{} destroyed, removing it", id.index, id.label);
         // SAFETY: as above: stored once, removed here once.
         unsafe { silo.remove(handle) };
+        // Appends left for a route that never resumed it (it was suspended) go with it.
+        if let Some(dropped) = silo.take_parked(id) {
+            lm_dbg!("transaction {}:{} destroyed while suspended: {} append(s) left on it dropped", id.index, id.label, dropped.len());
+        }
     })
 }

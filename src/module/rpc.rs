@@ -161,7 +161,8 @@ unsafe extern "C" fn rpc_append(api: *mut sys::rpc_t, ctx: *mut c_void) {
                 let build = || -> Result<(), RpcFailed> {
                     let top = rpc.add_struct()?;
                     top.int(c"Transactions", done.transactions as i64)?;
-                    top.int(c"Branches", done.branches as i64)
+                    top.int(c"Branches", done.branches as i64)?;
+                    top.int(c"Deferred", done.deferred as i64)
                 };
                 if build().is_err() {
                     rpc.fault(500, "Internal error building the reply");

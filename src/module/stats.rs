@@ -42,6 +42,7 @@ stats!(
     append_answered,
     append_lookup_failed,
     append_deferred,
+    append_refused,
     store_catch_up,
 );
 

@@ -15,7 +15,7 @@ mod lock;
 mod miss;
 pub mod queue;
 
-pub use flight::{Claim, FlightHandle};
+pub use flight::{Claim, FlightHandle, MAX_PENDING};
 pub use lock::{ShmMutex, ShmMutexGuard};
 pub use miss::{MAX_BYTES as MISS_MAX_BYTES, TTL_MS as MISS_TTL_MS};
 
@@ -57,6 +57,8 @@ pub struct Counters {
     pub append_lookup_failed: AtomicU64,
     /// Appends left for the storing process because their transaction was being relayed.
     pub append_deferred: AtomicU64,
+    /// Appends refused because `MAX_PENDING` waited on their transaction already.
+    pub append_refused: AtomicU64,
     /// Stores that found an append had missed them (`t_relay(); ts_store();`) and looked the
     /// AoR up again after their route.
     pub store_catch_up: AtomicU64,
@@ -454,6 +456,22 @@ impl<A: ShmAlloc> Silo<A> {
     /// (see `flight.rs`).
     pub fn claim(&self, id: TransactionId, make: impl FnOnce() -> Vec<u8>) -> Claim {
         self.flights.claim(self.alloc, id, make)
+    }
+
+    /// Parks the caller's claim of a suspended transaction with `request` on it, for the route
+    /// that resumes it (see `flight.rs`).
+    ///
+    /// # Safety
+    /// `held` came from `claim` on this silo and was not ended or parked before.
+    pub unsafe fn park(&self, held: FlightHandle, request: &[u8]) -> Claim {
+        // SAFETY: the caller's contract.
+        unsafe { self.flights.park(self.alloc, held, request) }
+    }
+
+    /// Takes what was parked for `id` (for the route that resumes it): the requests, for the
+    /// caller to carry out, or to drop when the transaction is gone.
+    pub fn take_parked(&self, id: TransactionId) -> Option<Vec<Vec<u8>>> {
+        self.flights.take_parked(self.alloc, id)
     }
 
     /// Ends a flight; returns the appends deferred meanwhile.

@@ -445,6 +445,64 @@ fn appends_to_a_transaction_in_flight_wait_for_the_end_of_its_route() {
 }
 
 #[test]
+fn requests_left_on_a_transaction_are_bounded_and_parked_ones_go_to_the_route_that_resumes_it() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 8, Limits::default()).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let baseline = heap.live();
+
+    // The same request twice is kept once; beyond MAX_PENDING a request is refused.
+    let f = silo.begin_flight(id(1, 1)).unwrap();
+    assert_eq!(silo.claim(id(1, 1), || b"same".to_vec()), Claim::Deferred);
+    assert_eq!(silo.claim(id(1, 1), || b"same".to_vec()), Claim::Duplicate);
+    for i in 1..MAX_PENDING {
+        assert_eq!(silo.claim(id(1, 1), || format!("r{i}").into_bytes()), Claim::Deferred);
+    }
+    assert_eq!(silo.claim(id(1, 1), || b"one too many".to_vec()), Claim::Refused);
+    assert_eq!(unsafe { silo.end_flight(f) }.len(), MAX_PENDING as usize);
+    assert_eq!(heap.live(), baseline);
+
+    // An append finds the transaction suspended: it parks its claim with its request. Appends
+    // meanwhile leave theirs on it; the route that resumes the transaction takes it over.
+    let Claim::Mine(held) = silo.claim(id(2, 2), || panic!()) else { panic!() };
+    assert_eq!(unsafe { silo.park(held, b"parked") }, Claim::Deferred);
+    assert_eq!(silo.in_flight(), 1);
+    assert_eq!(silo.claim(id(2, 2), || b"later".to_vec()), Claim::Deferred, "nobody holds it, but it is parked");
+    let route = silo.begin_flight(id(2, 2)).unwrap();
+    assert_eq!(silo.in_flight(), 1, "taken over, not a second flight");
+    assert_eq!(silo.claim(id(2, 2), || b"during".to_vec()), Claim::Deferred);
+    assert_eq!(unsafe { silo.end_flight(route) }, [b"parked".to_vec(), b"later".to_vec(), b"during".to_vec()]);
+    assert_eq!(silo.in_flight(), 0);
+
+    // An append claimed it just before a route began on it, and parks after: the route's end
+    // carries the request out too.
+    let Claim::Mine(late) = silo.claim(id(3, 3), || panic!()) else { panic!() };
+    let route = silo.begin_flight(id(3, 3)).unwrap();
+    assert_eq!(unsafe { silo.park(late, b"late") }, Claim::Deferred);
+    assert_eq!(unsafe { silo.end_flight(route) }, [b"late".to_vec()]);
+    assert_eq!(silo.take_parked(id(3, 3)), None);
+
+    // Parked and never resumed: taken back (or dropped with the transaction).
+    let Claim::Mine(held) = silo.claim(id(4, 4), || panic!()) else { panic!() };
+    assert_eq!(unsafe { silo.park(held, b"orphan") }, Claim::Deferred);
+    assert_eq!(silo.take_parked(id(4, 4)), Some(vec![b"orphan".to_vec()]));
+    assert_eq!(silo.take_parked(id(4, 4)), None);
+    assert_eq!(silo.in_flight(), 0);
+    assert_eq!(heap.live(), baseline, "every flight and request freed");
+
+    // Transactions in different shards are held apart.
+    let a = silo.begin_flight(id(5, 1)).unwrap();
+    let Claim::Mine(b) = silo.claim(id(6, 1), || panic!()) else { panic!("another transaction is free") };
+    assert_eq!(silo.in_flight(), 2);
+    unsafe {
+        silo.end_flight(a);
+        silo.end_flight(b);
+    }
+    unsafe { Silo::destroy(ptr) };
+    assert_eq!(heap.live(), 0);
+}
+
+#[test]
 fn an_append_that_finds_nothing_leaves_its_request_for_routes_started_before_it() {
     let heap = CountingHeap::new();
     let ptr = Silo::create(heap, 1, Limits::default()).unwrap(); // one slot: every key shares it
@@ -554,7 +612,7 @@ fn no_deferred_append_is_lost_when_the_route_ends_in_another_process() {
                     std::hint::spin_loop();
                 }
                 let got = unsafe { silo.end_flight(flight) };
-                if got.iter().any(|r| r.as_slice() != round.to_ne_bytes()) {
+                if got.iter().any(|r| r[..4] != round.to_ne_bytes()) {
                     return false; // a request of another transaction
                 }
                 landed.fetch_add(got.len() as u64, SeqCst);
@@ -564,16 +622,23 @@ fn no_deferred_append_is_lost_when_the_route_ends_in_another_process() {
             true
         } else {
             let mut ids = Vec::new();
+            let mut n = 0u32;
             while done.load(SeqCst) == 0 {
                 ids.clear();
                 if !silo.transactions_of(b"bob", &mut ids) {
                     continue;
                 }
                 for &tid in &ids {
-                    match silo.claim(tid, || tid.index.to_ne_bytes().to_vec()) {
+                    // Each request its own (the same one twice is kept once).
+                    n += 1;
+                    let request = [tid.index.to_ne_bytes(), c.to_ne_bytes(), n.to_ne_bytes()].concat();
+                    match silo.claim(tid, || request) {
                         Claim::Deferred => {
                             deferred.fetch_add(1, SeqCst);
                         }
+                        // MAX_PENDING waiting: refused, carried out by nobody.
+                        Claim::Refused => {}
+                        Claim::Duplicate => return false,
                         // Nobody held it: this appender does, briefly, as an append would, and
                         // carries out what others left meanwhile.
                         Claim::Mine(h) => {
