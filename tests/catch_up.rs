@@ -236,3 +236,34 @@ fn a_neighbours_miss_is_not_caught_up_by_another_aor() {
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
 }
+
+/// ts.append to a call whose storing route is still running: held back, and the reply says so
+/// (Deferred), not as a branch sent; the device rings when the route ends.
+#[test]
+fn ts_append_reports_a_held_back_append_as_deferred() {
+    let k = Kamailio::start(&format!("#!define DEFER\n{CFG}"));
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    assert_eq!(phone.register("").status(), Some(200));
+    settle();
+    let call = alice.invite("bob");
+    let inv = phone.expect_request("INVITE", SECS(5)); // relayed: the route sleeps now
+    phone.reply(&inv, 180, "Ringing");
+    let desk = Ua::new("bob", k.port);
+    assert_eq!(desk.register("X-Table: none\r\n").status(), Some(200));
+    let out = k.kamcmd(&["ts.append", "sip:bob@127.0.0.1"]).unwrap();
+    let field = |name: &str| out.lines().find_map(|l| l.trim().strip_prefix(name)).map(|v| v.trim().to_string());
+    assert_eq!(field("Transactions:").as_deref(), Some("1"), "{out}");
+    assert_eq!(field("Branches:").as_deref(), Some("0"), "{out}");
+    assert_eq!(field("Deferred:").as_deref(), Some("1"), "{out}");
+    let dinv = desk.expect_request("INVITE", SECS(5));
+    assert_eq!(dinv.call_id(), call.call_id);
+    desk.reply(&dinv, 180, "Ringing");
+    alice.cancel(&call);
+    phone.answer_cancel(&inv, SECS(5));
+    desk.answer_cancel(&dinv, SECS(5));
+    let r = alice.final_reply("INVITE", SECS(5));
+    assert_eq!(r.status(), Some(487));
+    alice.ack(&call, &r);
+    assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
+}

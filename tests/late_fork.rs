@@ -304,6 +304,12 @@ fn ts_append_to_with_three_and_four_parameters() {
     assert_eq!(append_rc(&k, "tablet"), 1, "one branch sent");
     let tinv = tablet.expect_request("INVITE", SECS(5));
     tablet.reply(&tinv, 180, "Ringing");
+    // Again: each of bob's contacts has a branch now. -1, as the C module returns, but TM is not
+    // asked (the C module's TM logs "failure to add branches").
+    tablet.register(&tagged_to("tablet-again", "to3", (&index, &label), ""));
+    assert_eq!(append_rc(&k, "tablet-again"), -1, "every contact has a branch already");
+    tablet.expect_no_request("INVITE", MS(200));
+    assert!(!k.log().contains("failure to add branches"), "{}", k.log_tail(20));
 
     // The 4th parameter names whose contacts to look up: carol's desk gets bob's call (a
     // call pickup), bob's laptop does not.
