@@ -7,6 +7,8 @@
 #include "core/sr_module.h"
 #include "modules/tm/tm_load.h"
 #include "modules/registrar/api.h"
+#include "modules/usrloc/usrloc.h"
+#include "core/cfg/cfg_struct.h"
 
 #define OFF(name, type, field) \
 	printf("pub const " #name ": usize = %zu;\n", offsetof(type, field))
@@ -35,5 +37,8 @@ int main(void)
 	SIZE(SIZEOF_MODULE_EXPORTS, struct module_exports);
 	SIZE(SIZEOF_SIP_URI, struct sip_uri);
 	OFF(SIP_URI_USER, struct sip_uri, user);
+	OFF(USRLOC_API_USE_DOMAIN, usrloc_api_t, use_domain);
+	OFF(CFG_GROUP_HANDLE, cfg_group_t, handle);
+	OFF(CFG_MAPPING_OFFSET, cfg_mapping_t, offset);
 	return 0;
 }

@@ -4,6 +4,7 @@
 //! API), `silo` (the pure-Rust shared-memory store), `module` (what Kamailio loads: exports,
 //! script functions, KEMI, RPC, statistics).
 
+pub mod aor;
 pub mod silo;
 mod sys;
 

@@ -44,6 +44,9 @@ mod tests {
         assert_eq!(size_of::<module_exports>(), c::SIZEOF_MODULE_EXPORTS);
         assert_eq!(size_of::<sip_uri>(), c::SIZEOF_SIP_URI);
         assert_eq!(offset_of!(sip_uri, user), c::SIP_URI_USER);
+        assert_eq!(offset_of!(usrloc_api_t, use_domain), c::USRLOC_API_USE_DOMAIN);
+        assert_eq!(offset_of!(cfg_group_t, handle), c::CFG_GROUP_HANDLE);
+        assert_eq!(offset_of!(cfg_mapping_t, offset), c::CFG_MAPPING_OFFSET);
     }
 
     #[test]

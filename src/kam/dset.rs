@@ -79,15 +79,46 @@ pub fn retain(mut keep: impl FnMut(&[u8]) -> bool) -> usize {
     n
 }
 
-/// The caller's destination set, put aside while an append uses the set, and put back (exactly,
-/// whatever the append or TM left in it) when this is dropped.
-pub struct Isolated(DsetSnapshot);
+/// The R-URI's own forking state in this process: its q value, branch flags (branch 0) and
+/// whether it is "new" (t_relay() forks to the R-URI only then). TM's t_append_branches()
+/// resets all three (clear_branches(), faked_env()) for the message of whichever process calls
+/// it, which is the caller's own message when a script appends.
+struct RuriState {
+    q: sys::qvalue_t,
+    bflags: sys::flag_t,
+    is_new: std::ffi::c_int,
+}
+
+impl RuriState {
+    fn save() -> Self {
+        let mut bflags = 0;
+        // SAFETY: this process's R-URI globals; branch 0 is the R-URI, always valid.
+        unsafe {
+            sys::getbflagsval(0, &mut bflags);
+            RuriState { q: sys::get_ruri_q(), bflags, is_new: sys::ruri_is_new }
+        }
+    }
+
+    fn restore(&self) {
+        // SAFETY: as in `save`.
+        unsafe {
+            sys::set_ruri_q(self.q);
+            sys::setbflagsval(0, self.bflags);
+            sys::ruri_is_new = self.is_new;
+        }
+    }
+}
+
+/// The caller's destination set and R-URI state (q, branch flags, "new" mark), put aside while
+/// an append uses the set, and put back (exactly, whatever the append or TM left) when this is
+/// dropped: a script that appends and then relays relays what it built.
+pub struct Isolated(DsetSnapshot, RuriState);
 
 impl Isolated {
     pub fn new() -> Self {
-        let saved = DsetSnapshot::take();
+        let (saved, ruri) = (DsetSnapshot::take(), RuriState::save());
         clear();
-        Isolated(saved)
+        Isolated(saved, ruri)
     }
 }
 
@@ -95,5 +126,6 @@ impl Drop for Isolated {
     fn drop(&mut self) {
         clear();
         self.0.restore();
+        self.1.restore();
     }
 }

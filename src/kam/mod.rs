@@ -3,6 +3,7 @@
 
 #[macro_use]
 pub mod log;
+pub mod cfg;
 pub mod dset;
 pub mod export;
 pub mod guard;

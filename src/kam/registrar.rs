@@ -38,3 +38,23 @@ pub unsafe fn lookup_to_dset(msg: *mut sys::sip_msg, table: &std::ffi::CStr, uri
     // SAFETY: the caller's contract; the strs outlive the call.
     unsafe { api.lookup_to_dset.unwrap()(msg, &mut table, uri_ptr) == 1 }
 }
+
+/// The registrar's settings that shape an AoR, as it reads them when it names one (its cfg
+/// group `registrar`, variables `case_sensitive` and `realm_pref`, the modparams
+/// `case_sensitive` and `realm_prefix`). Without the registrar: case-sensitive, no prefix (the
+/// key is then the user as written).
+pub struct AorSettings {
+    pub case_sensitive: bool,
+    pub realm_prefix: Vec<u8>,
+}
+
+pub fn aor_settings() -> AorSettings {
+    use crate::kam::cfg::CfgVar;
+    // Looked up on first use, in a worker: the registrar declares its group in its mod_init.
+    static VARS: OnceCell<Option<(CfgVar, CfgVar)>> = OnceCell::new();
+    let vars = VARS.get_or_init(|| Some((CfgVar::lookup(c"registrar", c"case_sensitive")?, CfgVar::lookup(c"registrar", c"realm_pref")?)));
+    match vars {
+        Some((case, prefix)) => AorSettings { case_sensitive: case.int() != 0, realm_prefix: prefix.string() },
+        None => AorSettings { case_sensitive: true, realm_prefix: Vec::new() },
+    }
+}

@@ -3,12 +3,21 @@
 use crate::kam::str::bytes;
 use crate::sys;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// One contact usrloc just inserted or updated: its AoR (`user`, or `user@domain` with usrloc's
 /// use_domain) and its URI.
 pub struct ContactEvent<'a> {
     pub aor: &'a [u8],
     pub uri: &'a [u8],
+}
+
+/// usrloc's use_domain (known once `on_contact_insert_or_update` bound usrloc).
+static USE_DOMAIN: AtomicBool = AtomicBool::new(false);
+
+/// Whether usrloc names AoRs `user@domain` (its modparam use_domain), not `user`.
+pub fn use_domain() -> bool {
+    USE_DOMAIN.load(Relaxed)
 }
 
 pub type ContactCallback = unsafe extern "C" fn(*mut sys::ucontact, c_int, *mut std::ffi::c_void);
@@ -27,6 +36,7 @@ pub fn on_contact_insert_or_update(f: ContactCallback) -> Result<(), &'static st
     if unsafe { bind(&mut api) } < 0 {
         return Err("cannot bind usrloc's API");
     }
+    USE_DOMAIN.store(api.use_domain != 0, Relaxed);
     let register = api.register_ulcb.ok_or("usrloc has no register_ulcb")?;
     let types = (sys::UL_CONTACT_INSERT | sys::UL_CONTACT_UPDATE) as c_int;
     // SAFETY: usrloc keeps the function pointer; no parameter.

@@ -5,7 +5,8 @@ use super::{flight, silo, use_domain};
 use crate::kam::log::RateLimit;
 use crate::kam::str::show;
 use crate::kam::uri::SipUri;
-use crate::kam::{msg, tm};
+use crate::aor::AorRules;
+use crate::kam::{msg, registrar, tm};
 use crate::silo::{StoreError, Stored};
 use crate::sys;
 use std::borrow::Cow;
@@ -23,23 +24,23 @@ fn report_refusal(what: &str, key: &[u8]) {
     }
 }
 
-/// The silo key of a SIP URI: its user part; with `use_domain`, `user@host` with the host in
-/// lower case, as the registrar names an AoR (so that the key does not depend on the port,
-/// parameters or scheme a Request-URI carries, and auto_append finds it from usrloc's AoR).
+/// The silo key of a SIP URI: the AoR the registrar would file it under (crate::aor::key):
+/// its user part, unescaped, lower-cased unless the registrar is `case_sensitive`; with
+/// `use_domain`, `user@host`, the host in lower case and without the registrar's
+/// `realm_prefix`. So the key does not depend on the port, parameters, scheme, escaping or case
+/// a Request-URI carries, and a store (R-URI), `ts_append("$tu")` (To) and auto_append
+/// (usrloc's AoR, see auto_append::lookup_uri) derive one key for one AoR: the alternative,
+/// comparing each side differently, would need the registrar's rules on every side anyway.
 /// Err says why there is none.
 pub fn key_of_uri(uri: &[u8]) -> Result<Cow<'_, [u8]>, &'static str> {
     let parsed = SipUri::parse(uri).ok_or("bad uri")?;
     let (user, host) = (parsed.user(), parsed.host());
-    if !use_domain() {
-        return if user.is_empty() { Err("malformed aor: no user part") } else { Ok(Cow::Borrowed(user)) };
+    if !use_domain() && user.is_empty() {
+        return Err("malformed aor: no user part");
     }
-    let mut key = Vec::with_capacity(user.len() + 1 + host.len());
-    if !user.is_empty() {
-        key.extend_from_slice(user);
-        key.push(b'@');
-    }
-    key.extend(host.iter().map(u8::to_ascii_lowercase));
-    Ok(Cow::Owned(key))
+    let reg = registrar::aor_settings();
+    let rules = AorRules { case_sensitive: reg.case_sensitive, realm_prefix: &reg.realm_prefix };
+    Ok(Cow::Owned(crate::aor::key(user, use_domain().then_some(host), rules)))
 }
 
 /// `key_of_uri`, logging why a URI has no key.
