@@ -101,3 +101,44 @@ fn ts_append_rpc_appends_now_and_rejects_bad_arguments() {
     assert_eq!(alice.options().and_then(|r| r.status()), Some(200), "still answering");
     assert!(!k.log().contains("BUG: panic"));
 }
+
+#[test]
+fn hash_size_too_big_for_shm_refuses_to_start_and_says_why() {
+    // -m 64 (the harness's): 2^20 slots of 64 bytes need all of it and more.
+    let log = Kamailio::start_expect_failure(&format!("#!define HASH_SIZE 1048576\n{}", config(false)));
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR: tsilo") && l.contains("hash_size 1048576"))
+        .unwrap_or_else(|| panic!("no ERROR naming hash_size:\n{log}"));
+    // What the table needs, and what -m gives (64 MiB).
+    assert!(line.contains("the table needs 6710") && line.contains("(64.0 MiB)"), "{line}");
+    assert!(line.contains("67108864 bytes (64.0 MiB) that -m gives"), "{line}");
+    assert!(!log.contains("BUG") && !log.contains("CRITICAL"), "{log}");
+}
+
+/// The script's "big[case] rc=N" lines.
+fn big_rcs(k: &Kamailio) -> Vec<(String, i32)> {
+    k.log()
+        .lines()
+        .filter_map(|l| l.split_once("big[")?.1.split_once("] rc=").map(|(c, rc)| (c.to_string(), rc.trim().parse().unwrap())))
+        .collect()
+}
+
+#[test]
+fn a_256_kb_uri_is_refused_without_a_giant_log_line() {
+    let k = Kamailio::start(&format!("#!define PV_BIG\n{}", config(false)));
+    let alice = Ua::new("alice", k.port);
+    alice.call("MESSAGE", "bob", "X-Big: 1\r\n");
+    let reply = alice.final_reply("MESSAGE", SECS(10));
+    assert_eq!(reply.status(), Some(500), "{}", k.log_tail(20));
+    let want = [("no-transaction", -1), ("store-bad-uri", -1), ("append-bad-uri", -1), ("bad-contact", -1)];
+    let rcs = big_rcs(&k);
+    assert_eq!(rcs, want.map(|(c, rc)| (c.to_string(), rc)), "{}", k.log_tail(20));
+    let log = k.log();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest <= 1024, "a log line of {longest} bytes");
+    // The errors are there, with the value's start and its length.
+    assert!(log.contains("no transaction defined for xxxx") && log.contains("...(262144 bytes)"), "{}", k.log_tail(20));
+    assert!(log.contains("bad contact uri [xxxx"), "{}", k.log_tail(20));
+    assert_eq!(alice.options().and_then(|r| r.status()), Some(200), "still answering");
+}
