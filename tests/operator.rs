@@ -128,10 +128,9 @@ fn big_rcs(k: &Kamailio) -> Vec<(String, i32)> {
 fn a_256_kb_uri_is_refused_without_a_giant_log_line() {
     let k = Kamailio::start(&format!("#!define PV_BIG\n{}", config(false)));
     let alice = Ua::new("alice", k.port);
-    alice.call("MESSAGE", "bob", "X-Big: 1\r\n");
-    let reply = alice.final_reply("MESSAGE", SECS(10));
-    assert_eq!(reply.status(), Some(500), "{}", k.log_tail(20));
-    let want = [("no-transaction", -1), ("store-bad-uri", -1), ("append-bad-uri", -1), ("bad-contact", -1)];
+    alice.call("INVITE", "bob", "X-Big: 1\r\n");
+    alice.recv_matching(SECS(10), |m| m.status() == Some(183)).unwrap_or_else(|| panic!("no 183:\n{}", k.log_tail(20)));
+    let want = [("no-transaction", -1), ("store-bad-uri", -1), ("append-bad-uri", -1), ("bad-contact", -1), ("store", 1)];
     let rcs = big_rcs(&k);
     assert_eq!(rcs, want.map(|(c, rc)| (c.to_string(), rc)), "{}", k.log_tail(20));
     let log = k.log();
@@ -140,5 +139,68 @@ fn a_256_kb_uri_is_refused_without_a_giant_log_line() {
     // The errors are there, with the value's start and its length.
     assert!(log.contains("no transaction defined for xxxx") && log.contains("...(262144 bytes)"), "{}", k.log_tail(20));
     assert!(log.contains("bad contact uri [xxxx"), "{}", k.log_tail(20));
+    // The stored one: ts.dump shows its AoR cut to 1 KB, with its length.
+    let dump = k.kamcmd(&["ts.dump"]).unwrap_or_else(|e| panic!("ts.dump: {e}"));
+    let aor = dump.lines().find_map(|l| l.trim().strip_prefix("R-URI: ")).unwrap_or_else(|| panic!("{dump}"));
+    assert_eq!(aor, format!("{}...(262144 bytes)", "x".repeat(1024)));
     assert_eq!(alice.options().and_then(|r| r.status()), Some(200), "still answering");
 }
+
+/// Stores the INVITE alice sends to bob (registered, never answering) under `n` more AoRs,
+/// u0 to u<n-1> (X-Store-Many in the config): a table of n + 1 AoRs, one transaction each.
+fn store_many(k: &Kamailio, n: u32) -> (Ua, Ua) {
+    let alice = Ua::new("alice", k.port);
+    let bob = Ua::new("bob", k.port);
+    bob.register("X-Append: none\r\n");
+    alice.call("INVITE", "bob", &format!("X-Store-Many: {n}\r\n"));
+    bob.expect_request("INVITE", SECS(20));
+    assert!(k.wait_stat("tsilo:stored_ruris", i64::from(n) + 1, SECS(10)), "{}", k.log_tail(20));
+    (alice, bob)
+}
+
+/// The `R-URI:` members of a ts.dump reply, and its `Next-Offset` if it has one.
+fn dump_page(out: &str) -> (Vec<String>, Option<i64>) {
+    let keys = out.lines().filter_map(|l| l.trim().strip_prefix("R-URI: ")).map(str::to_string).collect();
+    let next = out.lines().find_map(|l| l.trim().strip_prefix("Next-Offset: ")).map(|v| v.parse().unwrap());
+    (keys, next)
+}
+
+#[test]
+fn ts_dump_pages_through_10000_aors() {
+    // One transaction under 10,001 AoRs: what ts.dump shows of 10,001 AoRs with a call each,
+    // stored in 0.2 s rather than by 10,000 INVITEs. The C module's dump (and ours before
+    // paging) fails from about 230 AoRs on: "500 Internal error building the reply".
+    let k = Kamailio::start(&format!("#!define MANY\n{}", config(false)));
+    let _uas = store_many(&k, 10_000);
+    let first = k.kamcmd(&["ts.dump"]).unwrap_or_else(|e| panic!("ts.dump: {e}\n{}", k.log_tail(5)));
+    let stats = first.split("Stats:").nth(1).unwrap_or_else(|| panic!("no Stats: {first}"));
+    assert_eq!(field(stats, "RURIs"), 10_001, "the whole table's stats: {stats}");
+    assert_eq!(field(stats, "Transactions"), 10_001, "{stats}");
+    let (mut keys, mut next) = dump_page(&first);
+    assert_eq!(keys.len(), 100, "{first}");
+    assert_eq!(first.matches("Tindex:").count(), 100, "each AoR with its transaction: {first}");
+    let mut pages = 1;
+    while let Some(offset) = next {
+        assert_eq!(offset as usize, keys.len());
+        let out = k.kamcmd(&["ts.dump", "full", &offset.to_string()]).unwrap_or_else(|e| panic!("page at {offset}: {e}"));
+        let (more, n) = dump_page(&out);
+        assert!(!more.is_empty(), "{out}");
+        keys.extend(more);
+        next = n;
+        pages += 1;
+    }
+    let all: std::collections::BTreeSet<_> = keys.iter().cloned().collect();
+    assert_eq!(all.len(), 10_001, "every AoR once, in {pages} pages");
+    assert!(all.contains("bob") && all.contains("u0") && all.contains("u9999"));
+    // A page of a chosen size; past the end, an empty one; brief is one small reply.
+    let (ten, next) = dump_page(&k.kamcmd(&["ts.dump", "full", "20", "s:10"]).unwrap());
+    assert_eq!((ten.as_slice(), next), (&keys[20..30], Some(30)));
+    let (none, next) = dump_page(&k.kamcmd(&["ts.dump", "full", "10001"]).unwrap());
+    assert_eq!((none.len(), next), (0, None));
+    let brief = k.kamcmd(&["ts.dump", "brief"]).unwrap();
+    assert!(!brief.contains("R-URI:") && !brief.contains("Next-Offset") && field(&brief, "RURIs") == 10_001, "{brief}");
+    // "s:": a string, which the RPC converts (kamcmd would take -1 for an option).
+    let bad = k.kamcmd(&["ts.dump", "full", "s:-1"]);
+    assert!(bad.as_ref().is_err_and(|e| e.contains("400")), "{bad:?}");
+}
+
