@@ -42,4 +42,3 @@ pub fn show(b: &[u8]) -> Cow<'_, str> {
         Cow::Owned(v) => Cow::Owned(String::from_utf8_lossy(&v).into_owned()),
     }
 }
-
