@@ -18,6 +18,8 @@ void *tsilo_shim_shm_malloc(size_t size);
 void tsilo_shim_shm_free(void *p);
 void *tsilo_shim_pkg_malloc(size_t size);
 void tsilo_shim_pkg_free(void *p);
+unsigned long tsilo_shim_shm_total(void);
+unsigned long tsilo_shim_shm_available(void);
 
 /* api.c: binding the TM and registrar APIs (static inline in their headers) */
 int tsilo_shim_load_tm_api(struct tm_binds *tmb);

@@ -101,3 +101,111 @@ fn ts_append_rpc_appends_now_and_rejects_bad_arguments() {
     assert_eq!(alice.options().and_then(|r| r.status()), Some(200), "still answering");
     assert!(!k.log().contains("BUG: panic"));
 }
+
+#[test]
+fn hash_size_too_big_for_shm_refuses_to_start_and_says_why() {
+    // -m 64 (the harness's): 2^20 slots of 64 bytes need all of it and more.
+    let log = Kamailio::start_expect_failure(&format!("#!define HASH_SIZE 1048576\n{}", config(false)));
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR: tsilo") && l.contains("hash_size 1048576"))
+        .unwrap_or_else(|| panic!("no ERROR naming hash_size:\n{log}"));
+    // What the table needs, and what -m gives (64 MiB).
+    assert!(line.contains("the table needs 6710") && line.contains("(64.0 MiB)"), "{line}");
+    assert!(line.contains("67108864 bytes (64.0 MiB) that -m gives"), "{line}");
+    assert!(!log.contains("BUG") && !log.contains("CRITICAL"), "{log}");
+}
+
+/// The script's "big[case] rc=N" lines.
+fn big_rcs(k: &Kamailio) -> Vec<(String, i32)> {
+    k.log()
+        .lines()
+        .filter_map(|l| l.split_once("big[")?.1.split_once("] rc=").map(|(c, rc)| (c.to_string(), rc.trim().parse().unwrap())))
+        .collect()
+}
+
+#[test]
+fn a_256_kb_uri_is_refused_without_a_giant_log_line() {
+    let k = Kamailio::start(&format!("#!define PV_BIG\n{}", config(false)));
+    let alice = Ua::new("alice", k.port);
+    alice.call("INVITE", "bob", "X-Big: 1\r\n");
+    alice.recv_matching(SECS(10), |m| m.status() == Some(183)).unwrap_or_else(|| panic!("no 183:\n{}", k.log_tail(20)));
+    let want = [("no-transaction", -1), ("store-bad-uri", -1), ("append-bad-uri", -1), ("bad-contact", -1), ("store", 1)];
+    let rcs = big_rcs(&k);
+    assert_eq!(rcs, want.map(|(c, rc)| (c.to_string(), rc)), "{}", k.log_tail(20));
+    let log = k.log();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest <= 1024, "a log line of {longest} bytes");
+    // The errors are there, with the value's start and its length.
+    assert!(log.contains("no transaction defined for xxxx") && log.contains("...(262144 bytes)"), "{}", k.log_tail(20));
+    assert!(log.contains("bad contact uri [xxxx"), "{}", k.log_tail(20));
+    // The stored one: ts.dump shows its AoR cut to 1 KB, with its length.
+    let dump = k.kamcmd(&["ts.dump"]).unwrap_or_else(|e| panic!("ts.dump: {e}"));
+    let aor = dump.lines().find_map(|l| l.trim().strip_prefix("R-URI: ")).unwrap_or_else(|| panic!("{dump}"));
+    assert_eq!(aor, format!("{}...(262144 bytes)", "x".repeat(1024)));
+    assert_eq!(alice.options().and_then(|r| r.status()), Some(200), "still answering");
+}
+
+/// INVITEs to u0 .. u<n-1>, each stored and left ringing (X-Park in the config): a table of n
+/// AoRs with a call each. About 0.6 s and 13 KB of shm per call (TM's) for 10,000.
+fn park_calls(k: &Kamailio, n: u32) -> Ua {
+    let alice = Ua::new("alice", k.port);
+    for i in 0..n {
+        alice.call("INVITE", &format!("u{i}"), "X-Park: 1\r\n");
+        // Paced, so that Kamailio's socket buffer does not drop any.
+        if i % 200 == 199 {
+            let deadline = std::time::Instant::now() + SECS(10);
+            while k.stat("tsilo:stored_ruris") < i64::from(i) - 100 && std::time::Instant::now() < deadline {
+                std::thread::sleep(MS(5));
+            }
+        }
+    }
+    assert!(k.wait_stat("tsilo:stored_ruris", i64::from(n), SECS(20)), "{}", k.log_tail(20));
+    alice
+}
+
+/// The `R-URI:` members of a ts.dump reply, and its `Next-Offset` if it has one.
+fn dump_page(out: &str) -> (Vec<String>, Option<i64>) {
+    let keys = out.lines().filter_map(|l| l.trim().strip_prefix("R-URI: ")).map(str::to_string).collect();
+    let next = out.lines().find_map(|l| l.trim().strip_prefix("Next-Offset: ")).map(|v| v.parse().unwrap());
+    (keys, next)
+}
+
+#[test]
+fn ts_dump_pages_through_10000_aors() {
+    // The C module's dump (and ours before paging) fails from about 230 AoRs on: "500
+    // Internal error building the reply".
+    let k = Kamailio::start_sized(&config(false), 256);
+    let _alice = park_calls(&k, 10_000);
+    let first = k.kamcmd(&["ts.dump"]).unwrap_or_else(|e| panic!("ts.dump: {e}\n{}", k.log_tail(5)));
+    let stats = first.split("Stats:").nth(1).unwrap_or_else(|| panic!("no Stats: {first}"));
+    assert_eq!(field(stats, "RURIs"), 10_000, "the whole table's stats: {stats}");
+    assert_eq!(field(stats, "Transactions"), 10_000, "{stats}");
+    let (mut keys, mut next) = dump_page(&first);
+    assert_eq!(keys.len(), 100, "{first}");
+    assert_eq!(first.matches("Tindex:").count(), 100, "each AoR with its transaction: {first}");
+    let mut pages = 1;
+    while let Some(offset) = next {
+        assert_eq!(offset as usize, keys.len());
+        let out = k.kamcmd(&["ts.dump", "full", &offset.to_string()]).unwrap_or_else(|e| panic!("page at {offset}: {e}"));
+        let (more, n) = dump_page(&out);
+        assert!(!more.is_empty(), "{out}");
+        keys.extend(more);
+        next = n;
+        pages += 1;
+    }
+    let all: std::collections::BTreeSet<_> = keys.iter().cloned().collect();
+    assert_eq!(all.len(), 10_000, "every AoR once, in {pages} pages");
+    assert!(all.contains("u0") && all.contains("u9999"));
+    // A page of a chosen size; past the end, an empty one; brief is one small reply.
+    let (ten, next) = dump_page(&k.kamcmd(&["ts.dump", "full", "20", "s:10"]).unwrap());
+    assert_eq!((ten.as_slice(), next), (&keys[20..30], Some(30)));
+    let (none, next) = dump_page(&k.kamcmd(&["ts.dump", "full", "10001"]).unwrap());
+    assert_eq!((none.len(), next), (0, None));
+    let brief = k.kamcmd(&["ts.dump", "brief"]).unwrap();
+    assert!(!brief.contains("R-URI:") && !brief.contains("Next-Offset") && field(&brief, "RURIs") == 10_000, "{brief}");
+    // "s:": a string, which the RPC converts (kamcmd would take -1 for an option).
+    let bad = k.kamcmd(&["ts.dump", "full", "s:-1"]);
+    assert!(bad.as_ref().is_err_and(|e| e.contains("400")), "{bad:?}");
+}
+

@@ -16,6 +16,8 @@ pub fn install_panic_hook() {
                 .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("(no message)");
             let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+            // A panic message may quote a caller's value (a str slice out of bounds prints it).
+            let msg = crate::kam::str::show(msg.as_bytes());
             lm_crit!("BUG: panic at {at}: {msg} (caught; the call returns an error)");
         }));
     });

@@ -46,6 +46,15 @@ impl Rpc {
         (n == 1).then(|| unsafe { crate::kam::str::bytes(&s) }.to_vec())
     }
 
+    /// The next argument as an integer, if one was given ("100" as a string too: jsonrpc
+    /// clients send what they were typed as strings).
+    pub fn optional_int(&self) -> Option<i64> {
+        let mut v: c_int = 0;
+        // SAFETY: "*" makes the argument optional, "." converts a string; "d" fills an int.
+        let n = unsafe { self.api().scan.unwrap()(self.ctx, c"*.d".as_ptr() as *mut _, &mut v as *mut c_int) };
+        (n == 1).then_some(i64::from(v))
+    }
+
     /// The reply's top-level structure.
     pub fn add_struct(&self) -> Result<RpcStruct, RpcFailed> {
         let mut handle: *mut c_void = std::ptr::null_mut();

@@ -17,3 +17,15 @@ impl ShmAlloc for KamShm {
         unsafe { sys::tsilo_shim_shm_free(p as *mut _) }
     }
 }
+
+/// The whole shared memory pool, as `-m` sized it, in bytes.
+pub fn total() -> usize {
+    // SAFETY: reads the pool's counters (mod_init runs after shm is set up).
+    unsafe { sys::tsilo_shim_shm_total() as usize }
+}
+
+/// Shared memory free now, in bytes.
+pub fn available() -> usize {
+    // SAFETY: as `total`.
+    unsafe { sys::tsilo_shim_shm_available() as usize }
+}

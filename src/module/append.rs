@@ -261,7 +261,7 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
             _ => {
                 // SAFETY: the transaction's own request, alive while we hold the reference.
                 if !unsafe { registrar::lookup_to_dset(cell.request(), table, *uri) } {
-                    lm_err!("transaction [{}:{}]: no contact found in table {}", id.index, id.label, table.to_string_lossy());
+                    lm_err!("transaction [{}:{}]: no contact found in table {}", id.index, id.label, show(table.to_bytes()));
                     count(|c| &c.append_lookup_failed);
                     return Now::Done(Err(LOOKUP_FAILED));
                 }

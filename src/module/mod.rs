@@ -164,8 +164,17 @@ extern "C" fn mod_init() -> c_int {
             max_transactions: u64::try_from(MAX_TRANSACTIONS.load(Relaxed)).unwrap_or(0),
             max_per_aor: u32::try_from(MAX_TRANSACTIONS_PER_AOR.load(Relaxed)).unwrap_or(0),
         };
+        // A table larger than the shared memory left is refused here, with the numbers the
+        // operator needs: shm_malloc's failure alone does not say that hash_size is the cause.
+        let needed = Silo::<KamShm>::table_bytes(size);
+        let free = crate::kam::shm::available();
+        if needed > free {
+            lm_err!("{}", table_too_big(size, needed, free));
+            return -1;
+        }
         let Some(silo) = Silo::create(KamShm, size, limits) else {
-            lm_err!("out of shared memory creating the table ({size} slots)");
+            // Free memory in pieces none of which is large enough.
+            lm_err!("{}", table_too_big(size, needed, crate::kam::shm::available()));
             return -1;
         };
         if SILO.set(SiloRef(silo)).is_err() {
@@ -190,7 +199,7 @@ extern "C" fn mod_init() -> c_int {
             // SAFETY: modparam stored a NUL-terminated string that lives for the process.
             let name = unsafe { std::ffi::CStr::from_ptr(resume) };
             let Some(route) = crate::kam::route::Continue::find(name) else {
-                lm_err!("resume_route: route[{}] is not defined in the script", name.to_string_lossy());
+                lm_err!("resume_route: route[{}] is not defined in the script", crate::kam::str::show(name.to_bytes()));
                 return -1;
             };
             append::set_resume_route(route);
@@ -207,7 +216,7 @@ extern "C" fn mod_init() -> c_int {
                 lm_err!("{e}");
                 return -1;
             }
-            lm_info!("auto_append on: new contacts in {} get branches of stored calls", String::from_utf8_lossy(table));
+            lm_info!("auto_append on: new contacts in {} get branches of stored calls", crate::kam::str::show(table));
         }
         lm_dbg!("table created with {size} slots");
         0
@@ -231,6 +240,19 @@ unsafe extern "C" fn sweep_misses(_ticks: u32, _param: *mut c_void) {
             );
         }
     })
+}
+
+/// Why the table cannot be created: hash_size, what its table needs and what `-m` gives.
+fn table_too_big(size: u32, needed: usize, free: usize) -> String {
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let total = crate::kam::shm::total();
+    format!(
+        "hash_size {size}: the table needs {needed} bytes ({:.1} MiB) of shared memory, more than the {free} bytes \
+         ({:.1} MiB) free of the {total} bytes ({:.1} MiB) that -m gives: lower hash_size or raise -m",
+        mib(needed),
+        mib(free),
+        mib(total)
+    )
 }
 
 /// `tsilo (Rust) 0.1.0 for Kamailio 5.6.3`: the Kamailio version is the one built against, which

@@ -1,4 +1,5 @@
-//! RPC commands: ts.dump [brief], ts.lookup <uri>, with the C module's reply structure.
+//! RPC commands: ts.dump [brief|full] [offset [count]], ts.lookup <uri>, with the C module's
+//! reply structure; ts.stats and ts.append.
 
 use super::append::{Branches, NOTHING_STORED, append_all};
 use super::stats::STATS;
@@ -7,6 +8,7 @@ use super::store::key_of_uri;
 use crate::kam::export::CTable;
 use crate::kam::guard::guard;
 use crate::kam::rpc::{Rpc, RpcFailed, RpcStruct};
+use crate::kam::str::clipped;
 use crate::kam::uri::SipUri;
 use crate::silo::TransactionId;
 use crate::sys;
@@ -36,35 +38,88 @@ fn add_transaction(parent: &RpcStruct, id: TransactionId) -> Result<(), RpcFaile
     t.int(c"Tlabel", i64::from(id.label))
 }
 
+// ts.dump answers a page of AoRs at a time, in the C module's layout. The limits are ctl's and
+// kamcmd's with their stock settings: ctl builds each structure of a binrpc reply in a buffer of
+// its own of binrpc_struct_max_body_size (8 KB, malloc'ed in the RPC process), and kamcmd reads
+// at most 128 KB of reply ("ERROR: reply too big"). The `R-URIs` structure holds about 40 bytes
+// per AoR plus its key, so about 200 AoRs fill it (the C module's dump fails from there); with
+// that limit raised, kamcmd still cannot read a dump of 2,000 AoRs (measured: 1,000 is 119 KB of
+// text). A page stays well inside both; `Next-Offset` says where the next one starts.
+
+/// AoRs on a page unless the caller asks for fewer.
+const PAGE_AORS: usize = 100;
+/// Bytes the AoRs of a page may take in the `R-URIs` structure (ctl's limit: 8 KB).
+const PAGE_BYTES: usize = 6 * 1024;
+/// Structures a page may create: each AoR and each transaction is one, and costs ctl 8 KB.
+const PAGE_STRUCTS: usize = 300;
+/// An AoR longer than this is shown cut, with its length (a whole 256 KB key fits no reply).
+const SHOWN_KEY: usize = 1024;
+
+/// What an AoR takes in the `R-URIs` structure (bytes, as binrpc encodes its three members) and
+/// in structures (its `Transactions` and one per transaction).
+fn page_cost(key_len: usize, transactions: usize) -> (usize, usize) {
+    (40 + key_len.min(SHOWN_KEY + 24), 1 + transactions)
+}
+
+/// ts.dump [brief|full] [offset [count]]: `Size`, the AoRs from `offset` on (`R-URIs`, unless
+/// brief), `Stats` of the whole table, and `Next-Offset` when AoRs are left after this page.
+/// Offsets count AoRs in table order, which AoRs stored or removed between two pages shift.
 unsafe extern "C" fn rpc_dump(api: *mut sys::rpc_t, ctx: *mut c_void) {
     guard((), || {
         // SAFETY: Kamailio's arguments to this RPC function.
         let rpc = unsafe { Rpc::new(api, ctx) };
         let Some(silo) = silo() else { return rpc.fault(500, "tsilo is not initialised") };
+        // As the C module: "brief", or anything else (or nothing) for the full dump.
         let brief = rpc.optional_string().is_some_and(|a| a == b"brief");
+        let offset = rpc.optional_int().unwrap_or(0);
+        let count = rpc.optional_int().unwrap_or(PAGE_AORS as i64);
+        if offset < 0 || count < 1 {
+            return rpc.fault(400, "offset must be 0 or more, count 1 or more");
+        }
+        let (offset, count) = (offset as usize, count as usize);
+        // The page's AoRs are copied out of the table (slot by slot, under each slot's lock),
+        // and the reply is built afterwards, holding no lock.
+        let mut page = Vec::new();
+        let (mut seen, mut bytes, mut structs) = (0usize, 0usize, 0usize);
+        let mut next = None;
+        let totals = silo.dump(|record| {
+            let at = seen;
+            seen += 1;
+            if brief || at < offset || next.is_some() {
+                return;
+            }
+            let (b, s) = page_cost(record.key.len(), record.transactions.len());
+            // A page has at least one AoR, however large, so that paging always moves on.
+            if page.len() == count || (!page.is_empty() && (bytes + b > PAGE_BYTES || structs + s > PAGE_STRUCTS)) {
+                next = Some(at);
+                return;
+            }
+            bytes += b;
+            structs += s;
+            page.push((clipped(&record.key, SHOWN_KEY).into_owned(), record.hash, record.transactions.clone()));
+        });
         let build = || -> Result<(), RpcFailed> {
             let top = rpc.add_struct()?;
             top.int(c"Size", i64::from(silo.size()))?;
-            let ruris = if brief { None } else { Some(top.sub_struct(c"R-URIs")?) };
-            let mut failed = Ok(());
-            let totals = silo.dump(|record| {
-                let Some(ruris) = &ruris else { return };
-                if failed.is_err() {
-                    return;
-                }
-                failed = (|| {
-                    ruris.string(c"R-URI", &record.key)?;
+            if !brief {
+                let ruris = top.sub_struct(c"R-URIs")?;
+                for (key, hash, transactions) in &page {
+                    ruris.string(c"R-URI", key)?;
                     // Printed as the C module does (an unsigned hash through "%d").
-                    ruris.int(c"Hash", i64::from(record.hash as i32))?;
+                    ruris.int(c"Hash", i64::from(*hash as i32))?;
                     let txs = ruris.sub_struct(c"Transactions")?;
-                    record.transactions.iter().try_for_each(|&id| add_transaction(&txs, id))
-                })();
-            });
-            failed?;
+                    transactions.iter().try_for_each(|&id| add_transaction(&txs, id))?;
+                }
+            }
             let stats = top.sub_struct(c"Stats")?;
             stats.int(c"RURIs", totals.records as i64)?;
             stats.int(c"Max-Slots", i64::from(totals.max_records_per_slot))?;
-            stats.int(c"Transactions", totals.transactions as i64)
+            stats.int(c"Transactions", totals.transactions as i64)?;
+            // Only on a partial dump: a table that fits one page is dumped as the C module does.
+            if let Some(next) = next {
+                top.int(c"Next-Offset", next as i64)?;
+            }
+            Ok(())
         };
         if build().is_err() {
             rpc.fault(500, "Internal error building the reply");

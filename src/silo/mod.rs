@@ -192,6 +192,12 @@ pub fn key_hash(key: &[u8]) -> u32 {
 }
 
 impl<A: ShmAlloc> Silo<A> {
+    /// The memory `create` takes for `size` slots, before anything is stored: mod_init checks it
+    /// against the free shared memory, to name hash_size when the table cannot fit.
+    pub fn table_bytes(size: u32) -> usize {
+        size as usize * size_of::<Slot>() + size_of::<Silo<A>>()
+    }
+
     /// Allocates and initialises the silo with `size` slots (a power of two) in `alloc`'s memory.
     pub fn create(alloc: A, size: u32, limits: Limits) -> Option<NonNull<Silo<A>>> {
         assert!(size.is_power_of_two(), "silo size must be a power of two");

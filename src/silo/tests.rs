@@ -132,6 +132,26 @@ fn hash_size_rounding() {
 }
 
 #[test]
+fn table_bytes_is_what_create_takes() {
+    // Sums the sizes asked for (and leaks: the test only creates).
+    #[derive(Clone, Copy)]
+    struct Summing(&'static AtomicUsize);
+    impl ShmAlloc for Summing {
+        fn alloc(&self, size: usize) -> *mut u8 {
+            self.0.fetch_add(size, SeqCst);
+            // SAFETY: plain malloc; glibc aligns to 16.
+            unsafe { libc::malloc(size) as *mut u8 }
+        }
+        unsafe fn free(&self, _: *mut u8) {}
+    }
+    let heap = Summing(Box::leak(Box::new(AtomicUsize::new(0))));
+    Silo::create(heap, 1024, Limits::default()).unwrap();
+    assert_eq!(heap.0.load(SeqCst), Silo::<Summing>::table_bytes(1024));
+    // README: a slot costs 24 bytes.
+    assert_eq!(Silo::<Summing>::table_bytes(2048) - Silo::<Summing>::table_bytes(1024), 1024 * 24);
+}
+
+#[test]
 fn keys_are_exact_bytes() {
     // With use_domain the module keys by the whole URI, without it by the user part: the silo
     // itself must treat keys as exact byte strings.
