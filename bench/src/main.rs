@@ -257,6 +257,47 @@ fn auto_append_latency(plan: &Plan) -> Result<[(f64, f64); 2], String> {
     Ok([(med(&samples[0], |x| x.0), med(&samples[0], |x| x.1)), (med(&samples[1], |x| x.0), med(&samples[1], |x| x.1))])
 }
 
+/// Time spent inside ts_store() and ts_append() per call, as Kamailio's benchmark module measures
+/// it (µs resolution) around each call in bench.cfg, over the late-fork load: (p50, mean) µs of
+/// [ts_store, ts_append] per module, rounds interleaved.
+fn function_times(plan: &Plan) -> Result<Vec<(Module, [(f64, f64); 2])>, String> {
+    let mut samples: [[Vec<f64>; 2]; 2] = Default::default();
+    for round in 0..plan.rounds {
+        for module in [Module::C, Module::Ours] {
+            let k = start_with(module, 4, 30_000, 256, "#!define FUNCTIONS\n");
+            let mut e = Engine::new(k.port, plan.users, 700 + (round * 2 + module as usize) as u32);
+            e.register_all_d1(2000.0)?;
+            e.run_load(plan.rate, plan.warmup, true, late_fork);
+            let skip = k.log().lines().count();
+            let r = e.run_load(plan.rate, plan.calls / 2, true, late_fork);
+            if r.failed > 0 {
+                return Err(format!("function times ({}): {} calls failed {:?}", module.name(), r.failed, r.failures));
+            }
+            wait_idle(&k);
+            for line in k.log().lines().skip(skip) {
+                // "benchmark (timer ts_store [0]): 6 [ msgs/total/...": the last call's µs.
+                let Some((_, rest)) = line.split_once("benchmark (timer ") else { continue };
+                let f = if rest.starts_with("ts_store ") { 0 } else if rest.starts_with("ts_append ") { 1 } else { continue };
+                if let Some(us) = rest.split_once("]): ").and_then(|(_, v)| v.split(' ').next()).and_then(|v| v.parse::<f64>().ok()) {
+                    samples[module as usize][f].push(us);
+                }
+            }
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        (v.get(v.len() / 2).copied().unwrap_or(f64::NAN), mean)
+    };
+    Ok([Module::C, Module::Ours]
+        .into_iter()
+        .map(|m| {
+            let [s, a] = &mut samples[m as usize];
+            (m, [stats(s), stats(a)])
+        })
+        .collect())
+}
+
 /// Two nodes of examples/cluster/node.cfg: calls arrive at A, the late device registers at B;
 /// REGISTER sent to B -> INVITE received from A, (p50, p99) ms.
 fn cluster_latency(plan: &Plan) -> Result<(f64, f64), String> {
@@ -338,6 +379,8 @@ fn bench(smoke: bool, out: Option<PathBuf>, readme: Option<PathBuf>) -> Result<(
         scale.push((module, scaling(module, &plan, 100 + module as u32)?));
         fan.push((module, fanout(module, &plan, 200 + module as u32)?));
     }
+    eprintln!("in-server time of ts_store() and ts_append() (benchmark module) ...");
+    let functions = function_times(&plan)?;
     eprintln!("auto_append vs script ts_append (ours) ...");
     let auto = auto_append_latency(&plan)?;
     eprintln!("cluster: REGISTER on node B -> INVITE from node A (ours, auto_append over DMQ) ...");
@@ -345,7 +388,7 @@ fn bench(smoke: bool, out: Option<PathBuf>, readme: Option<PathBuf>) -> Result<(
     eprintln!("silo microbenchmark ...");
     let micro = silo_micro::run(smoke);
 
-    let report = Report { smoke, rounds, scale, fan, micro, auto, cluster, elapsed: started.elapsed(), plan_rate: plan.rate, plan_calls: plan.calls, users: plan.users };
+    let report = Report { smoke, rounds, scale, fan, micro, auto, cluster, functions, elapsed: started.elapsed(), plan_rate: plan.rate, plan_calls: plan.calls, users: plan.users };
     println!("{}", report.table());
     if let Some(path) = out {
         std::fs::write(&path, report.json()).map_err(|e| e.to_string())?;

@@ -106,6 +106,8 @@ pub struct Report {
     pub auto: [(f64, f64); 2],
     /// Ours, two nodes over DMQ: (p50, p99) ms of REGISTER at B -> INVITE from A.
     pub cluster: (f64, f64),
+    /// In-server (p50, mean) µs of [ts_store, ts_append], per module.
+    pub functions: Vec<(Module, [(f64, f64); 2])>,
     pub elapsed: Duration,
     pub plan_rate: f64,
     pub plan_calls: usize,
@@ -185,6 +187,13 @@ impl Report {
             let (c, r) = (get(Module::C), get(Module::Ours));
             let _ = writeln!(s, "| {} | {:.3} | {:.3} | {:.4} | {:.4} |", c.0, c.1, r.1, c.2, r.2);
         }
+        let _ = writeln!(s, "\nTime inside the script functions, per call (Kamailio's benchmark module around each call; µs, its resolution):\n");
+        let _ = writeln!(s, "| function | C: p50 | Rust: p50 | C: mean | Rust: mean | ours/C (mean) |\n|---|---:|---:|---:|---:|---:|");
+        for (i, name) in ["ts_store()", "ts_append() (late fork: TM sends the branch)"].iter().enumerate() {
+            let get = |m: Module| self.functions.iter().find(|(x, _)| *x == m).map(|(_, v)| v[i]).unwrap_or((f64::NAN, f64::NAN));
+            let (c, r) = (get(Module::C), get(Module::Ours));
+            let _ = writeln!(s, "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |", c.0, r.0, c.1, r.1, r.1 / c.1);
+        }
         let _ = writeln!(s, "\nOurs, REGISTER -> appended INVITE: `ts_append()` in the script vs `auto_append` (no script call):\n");
         let _ = writeln!(s, "| | script ts_append | auto_append | difference |\n|---|---:|---:|---:|");
         let [(sp50, sp99), (ap50, ap99)] = self.auto;
@@ -239,7 +248,7 @@ impl Report {
             self.micro.iter().map(|r| format!("{{\"op\":\"{}\",\"entries\":{},\"ns_per_op\":{:.1}}}", r.op, r.entries, r.ns_per_op)).collect();
         format!(
             "{{\"date\":\"{}\",\"machine\":\"{}\",\"smoke\":{},\"elapsed_s\":{:.1},\"rounds\":[{}],\"ratios_ours_over_c\":{{{}}},\
-             \"scaling\":{{{}}},\"fanout\":{{{}}},\"auto_append_ms\":{{\"script_p50\":{:.4},\"script_p99\":{:.4},\"auto_p50\":{:.4},\"auto_p99\":{:.4}}},\"cluster_register_b_to_invite_a_ms\":{{\"p50\":{:.4},\"p99\":{:.4}}},\"silo_micro\":[{}]}}\n",
+             \"scaling\":{{{}}},\"fanout\":{{{}}},\"auto_append_ms\":{{\"script_p50\":{:.4},\"script_p99\":{:.4},\"auto_p50\":{:.4},\"auto_p99\":{:.4}}},\"cluster_register_b_to_invite_a_ms\":{{\"p50\":{:.4},\"p99\":{:.4}}},\"function_us\":{{{}}},\"silo_micro\":[{}]}}\n",
             Self::date(),
             Self::machine().replace('"', "'"),
             self.smoke,
@@ -254,6 +263,18 @@ impl Report {
             self.auto[1].1,
             self.cluster.0,
             self.cluster.1,
+            self.functions
+                .iter()
+                .map(|(m, [st, ap])| format!(
+                    "\"{}\":{{\"ts_store_p50\":{:.2},\"ts_store_mean\":{:.3},\"ts_append_p50\":{:.2},\"ts_append_mean\":{:.3}}}",
+                    m.name(),
+                    st.0,
+                    st.1,
+                    ap.0,
+                    ap.1
+                ))
+                .collect::<Vec<_>>()
+                .join(","),
             micro.join(",")
         )
     }

@@ -128,16 +128,20 @@ pub fn append_to_cached(id: TransactionId, branches: &Branches, only: Only, cach
         Claim::Mine(held) => flight::Held::new(held, id),
         other => return left(id, other),
     };
-    // Another process's t_continue() runs a route on it now, which may relay: wait for the end
-    // of that route (it never waits on an append, so this cannot deadlock), then append. This
-    // process may be the one running it (an append left to the end of that route): no wait.
+    // This process may be running the route on it (an append left to the end of that route).
     let ours = tm::current().is_some_and(|t| t.id() == id);
-    let outcome = match (ours || wait_while(id, |f| f.continuing)).then(|| append_now(id, branches, only, cache, true)) {
-        Some(Now::Done(outcome)) => return outcome,
-        Some(Now::Suspended) => left(id, held.park(&flight::encode(branches, only))),
-        // A route that has run for that long: left to its end.
-        None => left(id, held.park(&flight::encode(branches, only))),
-    };
+    for _ in 0..3 {
+        match append_now(id, branches, only, cache, !ours) {
+            Now::Done(outcome) => return outcome,
+            // Another process's t_continue() runs a route on it now, which may relay: wait for
+            // the end of that route (it never waits on an append, so this cannot deadlock) and
+            // look again; one that has run for that long gets the request left to its end.
+            Now::Continuing if wait_while(id, |f| f.continuing) => continue,
+            Now::Continuing | Now::Suspended => break,
+        }
+    }
+    // Suspended (or continued by another process for too long): left to the route that resumes it.
+    let outcome = left(id, held.park(&flight::encode(branches, only)));
     // Parked for the route that resumes the transaction. If such a route ran, to its end,
     // between what this append saw and its parking, nobody takes the request: carry it out now.
     if !ours && wait_while(id, |f| f.continuing && !f.suspended) && flags(id).is_some_and(|f| !f.suspended) {
@@ -207,16 +211,18 @@ fn left(id: TransactionId, claim: Claim) -> Result<Appended, c_int> {
     }
 }
 
-/// What `append_now` did: an outcome, or the transaction is suspended with no resume_route.
+/// What `append_now` did: an outcome; or the transaction is suspended with no resume_route to
+/// resume it; or another process's t_continue() runs a route on it.
 enum Now {
     Done(Result<Appended, c_int>),
     Suspended,
+    Continuing,
 }
 
 /// Appends branches to one transaction now: the caller holds it (`claim`). The caller's
-/// destination set is left as it was. `may_resume`: a suspended transaction is resumed
-/// through resume_route (if set).
-fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache, may_resume: bool) -> Now {
+/// destination set is left as it was. `others`: a t_continue() running on it is another
+/// process's (else this process runs that route: the append goes on).
+fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache, others: bool) -> Now {
     let _restore = tm::CurrentRestore::save();
     let _dset = dset::Isolated::new();
     let count = |c: fn(&Counters) -> &AtomicU64| {
@@ -240,8 +246,11 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
         count(|c| &c.append_answered);
         return Now::Done(Err(ANSWERED));
     }
+    if others && cell.is_continuing() {
+        return Now::Continuing;
+    }
     if cell.is_suspended() {
-        let Some(route) = RESUME_ROUTE.get().filter(|_| may_resume) else {
+        let Some(route) = RESUME_ROUTE.get() else {
             lm_dbg!("transaction [{}:{}] is suspended: append left to the route that resumes it", id.index, id.label);
             return Now::Suspended;
         };
@@ -250,10 +259,10 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
             lm_info!("transaction [{}:{}] was suspended: resumed it (resume_route)", id.index, id.label);
             return Now::Done(Ok(Appended::Resumed));
         }
-        // Someone else resumes it now (the script's or another module's t_continue()): append
-        // as to any transaction, or leave the append to that route if it is still suspended.
+        // Someone else resumes it now (the script's or another module's t_continue()): once
+        // that route is over, append as to any transaction.
         lm_info!("transaction [{}:{}] was suspended, and resuming it failed: appending instead", id.index, id.label);
-        return append_now(id, branches, only, cache, false);
+        return Now::Continuing;
     }
     match branches {
         Branches::Lookup { table, uri } => match &cache.0 {
