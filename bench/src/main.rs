@@ -495,6 +495,12 @@ fn main() {
             }
             Ok(())
         })(),
+        // Diagnostics: only the in-server time of ts_store() and ts_append(), C and ours.
+        Some("functions") => function_times(&Plan::new(smoke)).map(|v| {
+            for (m, [st, ap]) in v {
+                println!("{}: ts_store p50 {:.0} mean {:.2} us; ts_append p50 {:.0} mean {:.2} us", m.name(), st.0, st.1, ap.0, ap.1);
+            }
+        }),
         // Only the cluster latency (two nodes over DMQ).
         Some("cluster") => cluster_latency(&Plan::new(smoke)).map(|(p50, p99)| println!("REGISTER at B -> INVITE from A: p50 {p50:.3} ms, p99 {p99:.3} ms")),
         // Diagnostics: only the scaling phase, for one module.
