@@ -64,19 +64,30 @@ pub fn clear() {
 }
 
 /// Keeps only the branches for which `keep(uri)` is true, in order; returns how many remain.
+/// In place: a branch is copied (some KB each) only to close a gap a dropped one left.
 pub fn retain(mut keep: impl FnMut(&[u8]) -> bool) -> usize {
-    let kept: Vec<sys::branch_t> = DsetSnapshot::take()
-        .0
-        .into_iter()
-        .filter(|b| {
+    // SAFETY: `nr_branches` counts the valid entries of this process's branch array; entries
+    // are moved down only over ones already dropped.
+    unsafe {
+        let n = sys::nr_branches as i32;
+        let mut kept = 0;
+        for i in 0..n {
+            let Some(b) = sys::get_sip_branch(i).as_ref() else { continue };
             let uri = &b.uri[..(b.len as usize).min(b.uri.len())];
-            // SAFETY: c_char and u8 have the same layout.
-            keep(unsafe { &*(uri as *const [std::ffi::c_char] as *const [u8]) })
-        })
-        .collect();
-    let n = kept.len();
-    DsetSnapshot(kept).restore();
-    n
+            // c_char and u8 have the same layout.
+            if !keep(&*(uri as *const [std::ffi::c_char] as *const [u8])) {
+                continue;
+            }
+            if kept != i {
+                if let Some(to) = sys::get_sip_branch(kept).as_mut() {
+                    *to = *b;
+                }
+            }
+            kept += 1;
+        }
+        sys::nr_branches = kept as u32;
+        kept as usize
+    }
 }
 
 /// The R-URI's own forking state in this process: its q value, branch flags (branch 0) and

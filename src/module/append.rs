@@ -80,8 +80,21 @@ impl Only<'_> {
 /// method the lookup cannot differ, and TM empties the set after each append, so it is put back
 /// from here instead of looked up again. One process may carry out appends of several tables
 /// and URIs in a row (a route's deferred appends and catch-ups): the key holds all three.
-#[derive(Default)]
-pub struct LookupCache(Option<CachedLookup>);
+/// `default()` keeps the result; `once()` does not (one append: the copy would be wasted).
+pub struct LookupCache(Option<CachedLookup>, bool);
+
+impl Default for LookupCache {
+    fn default() -> Self {
+        LookupCache(None, true)
+    }
+}
+
+impl LookupCache {
+    /// For a single append.
+    pub fn once() -> Self {
+        LookupCache(None, false)
+    }
+}
 
 struct CachedLookup {
     method: u32,
@@ -116,7 +129,7 @@ pub fn append_code(outcome: Result<Appended, c_int>) -> c_int {
 
 /// ts_append_to: appends branches to one transaction (see `append_to_cached`); its return code.
 pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>) -> c_int {
-    append_code(append_to_cached(id, branches, contact.into(), &mut LookupCache::default()))
+    append_code(append_to_cached(id, branches, contact.into(), &mut LookupCache::once()))
 }
 
 /// Appends branches to one transaction, or leaves the append for the process that holds it
@@ -274,7 +287,7 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
                     count(|c| &c.append_lookup_failed);
                     return Now::Done(Err(LOOKUP_FAILED));
                 }
-                if let Some(u) = uri {
+                if let (Some(u), true) = (uri, cache.1) {
                     let (method, table, uri) = (cell.method(), (*table).to_owned(), u.to_vec());
                     cache.0 = Some(CachedLookup { method, table, uri, set: DsetSnapshot::take() });
                 }
@@ -328,7 +341,7 @@ pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> R
         return Err(NOTHING_STORED);
     }
     let mut summary = AppendSummary { transactions: ids.len(), branches: 0, deferred: 0 };
-    let mut cache = LookupCache::default();
+    let mut cache = if ids.len() > 1 { LookupCache::default() } else { LookupCache::once() };
     for id in ids {
         lm_dbg!("transaction {}:{} found for {}, appending branches", id.index, id.label, show(key));
         match append_to_cached(id, branches, contact.into(), &mut cache) {

@@ -28,9 +28,15 @@ const SHARDS: usize = 16;
 /// shm without bound: beyond it a request is refused, and counted).
 pub const MAX_PENDING: u32 = 64;
 
+/// Flight nodes each shard keeps ready (a store or an append takes one and gives it back without
+/// asking the shm allocator, whose lock every process shares); beyond them, nodes are allocated.
+const POOL_PER_SHARD: usize = 32;
+
 #[repr(C)]
 pub struct Flights {
     shards: [Shard; SHARDS],
+    /// The pool's block (`SHARDS * POOL_PER_SHARD` nodes, shard by shard); null without one.
+    pool: *mut Flight,
 }
 
 #[repr(C)]
@@ -39,6 +45,8 @@ struct Shard {
     /// Entries in `first`, for ts.stats; written under the lock.
     count: AtomicU32,
     first: UnsafeCell<*mut Flight>,
+    /// Unused nodes of this shard's part of the pool, linked by `next`.
+    free: UnsafeCell<*mut Flight>,
 }
 
 #[repr(C)]
@@ -77,12 +85,85 @@ pub enum Claim {
 
 impl Flights {
     pub const fn new() -> Self {
-        const SHARD: Shard = Shard { lock: ShmMutex::new(), count: AtomicU32::new(0), first: UnsafeCell::new(ptr::null_mut()) };
-        Flights { shards: [SHARD; SHARDS] }
+        const SHARD: Shard = Shard {
+            lock: ShmMutex::new(),
+            count: AtomicU32::new(0),
+            first: UnsafeCell::new(ptr::null_mut()),
+            free: UnsafeCell::new(ptr::null_mut()),
+        };
+        Flights { shards: [SHARD; SHARDS], pool: ptr::null_mut() }
+    }
+
+    /// Bytes `init_pool` asks for.
+    pub const fn pool_bytes() -> usize {
+        SHARDS * POOL_PER_SHARD * size_of::<Flight>()
+    }
+
+    /// Allocates the node pool (before any other process uses the flights); without memory for
+    /// it, every node is allocated on its own.
+    pub fn init_pool<A: ShmAlloc>(&mut self, alloc: A) {
+        let pool = alloc.alloc(Self::pool_bytes()) as *mut Flight;
+        if pool.is_null() {
+            return;
+        }
+        self.pool = pool;
+        for (i, shard) in self.shards.iter_mut().enumerate() {
+            for j in 0..POOL_PER_SHARD {
+                // SAFETY: inside the fresh block; nodes are plain data, written before use.
+                unsafe {
+                    let node = pool.add(i * POOL_PER_SHARD + j);
+                    node.write(Flight::new(TransactionId { index: 0, label: 0 }));
+                    (*node).next = *shard.free.get_mut();
+                    *shard.free.get_mut() = node;
+                }
+            }
+        }
     }
 
     fn shard(&self, id: TransactionId) -> &Shard {
         &self.shards[id.index as usize & (SHARDS - 1)]
+    }
+
+    /// A node for a flight of `id`, from the shard's pool or the allocator.
+    ///
+    /// # Safety
+    /// The caller holds the shard's lock.
+    unsafe fn node<A: ShmAlloc>(shard: &Shard, alloc: A, id: TransactionId) -> Option<*mut Flight> {
+        // SAFETY: the free list is the caller's to change (the lock).
+        unsafe {
+            let mut f = *shard.free.get();
+            if f.is_null() {
+                f = alloc.alloc(size_of::<Flight>()) as *mut Flight;
+                if f.is_null() {
+                    return None;
+                }
+            } else {
+                *shard.free.get() = (*f).next;
+            }
+            f.write(Flight::new(id));
+            Some(f)
+        }
+    }
+
+    /// Gives an unlinked node back: to its shard's pool, or to the allocator (`Some`: the caller
+    /// frees it, outside the lock).
+    ///
+    /// # Safety
+    /// The caller holds the lock of the shard `f` belongs to; `f` is on no list.
+    unsafe fn release(&self, shard: &Shard, f: *mut Flight) -> Option<*mut Flight> {
+        let in_pool = !self.pool.is_null() && {
+            let (start, end) = (self.pool as usize, self.pool as usize + Self::pool_bytes());
+            (start..end).contains(&(f as usize))
+        };
+        if !in_pool {
+            return Some(f);
+        }
+        // SAFETY: the caller's contract.
+        unsafe {
+            (*f).next = *shard.free.get();
+            *shard.free.get() = f;
+        }
+        None
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -93,30 +174,24 @@ impl Flights {
     /// then finds the transaction there also finds it here (the slot lock orders the two). A
     /// parked flight of `id` is taken over (with the requests on it) instead.
     pub fn begin<A: ShmAlloc>(&self, alloc: A, id: TransactionId) -> Option<FlightHandle> {
-        let f = NonNull::new(alloc.alloc(size_of::<Flight>()) as *mut Flight)?;
         let shard = self.shard(id);
-        {
-            let _guard = shard.lock.lock();
-            // SAFETY: the list is read and changed only under the shard's lock, held here.
-            unsafe {
-                let mut link = shard.first.get();
-                while !(*link).is_null() {
-                    if (**link).id == id && (**link).parked {
-                        (**link).parked = false;
-                        let adopted = NonNull::new_unchecked(*link);
-                        drop(_guard);
-                        alloc.free(f.as_ptr() as *mut u8);
-                        return Some(adopted);
-                    }
-                    link = &raw mut (**link).next;
+        let _guard = shard.lock.lock();
+        // SAFETY: the list is read and changed only under the shard's lock, held here.
+        unsafe {
+            let mut link = shard.first.get();
+            while !(*link).is_null() {
+                if (**link).id == id && (**link).parked {
+                    (**link).parked = false;
+                    return Some(NonNull::new_unchecked(*link));
                 }
-                // At the tail, so `claim` finds the oldest flight of a transaction first.
-                f.as_ptr().write(Flight::new(id));
-                *link = f.as_ptr();
+                link = &raw mut (**link).next;
             }
+            // At the tail, so `claim` finds the oldest flight of a transaction first.
+            let f = Self::node(shard, alloc, id)?;
+            *link = f;
             shard.count.fetch_add(1, SeqCst);
+            Some(NonNull::new_unchecked(f))
         }
-        Some(f)
     }
 
     /// Takes the transaction for an append: if nobody holds it (a route that stored it, or
@@ -125,28 +200,22 @@ impl Flights {
     /// ask TM about one transaction at once (TM would add a contact both found new twice, or
     /// log that it found nothing to add), and nobody waits.
     pub fn claim<A: ShmAlloc>(&self, alloc: A, id: TransactionId, make: impl FnOnce() -> Vec<u8>) -> Claim {
-        let Some(mine) = NonNull::new(alloc.alloc(size_of::<Flight>()) as *mut Flight) else { return Claim::NoMemory };
         let shard = self.shard(id);
-        let claim = {
-            let _guard = shard.lock.lock();
-            // SAFETY: the list is read and changed under the shard's lock, held here.
-            unsafe {
-                let mut link = shard.first.get();
-                while !(*link).is_null() && (**link).id != id {
-                    link = &raw mut (**link).next;
-                }
-                if (*link).is_null() {
-                    mine.as_ptr().write(Flight::new(id));
-                    *link = mine.as_ptr();
-                    shard.count.fetch_add(1, SeqCst);
-                    return Claim::Mine(mine);
-                }
-                Self::leave(alloc, *link, &make())
+        let _guard = shard.lock.lock();
+        // SAFETY: the list is read and changed under the shard's lock, held here.
+        unsafe {
+            let mut link = shard.first.get();
+            while !(*link).is_null() && (**link).id != id {
+                link = &raw mut (**link).next;
             }
-        };
-        // SAFETY: the block was not linked anywhere.
-        unsafe { alloc.free(mine.as_ptr() as *mut u8) };
-        claim
+            if !(*link).is_null() {
+                return Self::leave(alloc, *link, &make());
+            }
+            let Some(f) = Self::node(shard, alloc, id) else { return Claim::NoMemory };
+            *link = f;
+            shard.count.fetch_add(1, SeqCst);
+            Claim::Mine(NonNull::new_unchecked(f))
+        }
     }
 
     /// Parks the caller's flight `held` with `request` on it: nobody holds it until a route on
@@ -203,7 +272,7 @@ impl Flights {
     pub unsafe fn end<A: ShmAlloc>(&self, alloc: A, handle: FlightHandle) -> Vec<Vec<u8>> {
         let f = handle.as_ptr();
         // SAFETY: `f` is on its shard's list (the caller's contract); unlinked under the lock.
-        let parked = unsafe {
+        let (mut requests, freed) = unsafe {
             let shard = self.shard((*f).id);
             let _guard = shard.lock.lock();
             let mut link = shard.first.get();
@@ -212,31 +281,34 @@ impl Flights {
             }
             *link = (*f).next;
             shard.count.fetch_sub(1, SeqCst);
+            let mut requests = vec![Self::take_requests(f)];
+            let mut freed = [self.release(shard, f), None];
             // An append that saw the transaction suspended, and parked its request after this
             // route took the transaction over: it is this route's to carry out.
-            Self::unlink_parked(shard, (*f).id)
-        };
-        // SAFETY: unlinked above: no other process can reach them or their requests any more.
-        unsafe {
-            let mut requests = Self::free(alloc, f);
-            if let Some(p) = parked {
-                requests.extend(Self::free(alloc, p));
+            if let Some(p) = Self::unlink_parked(shard, (*f).id) {
+                requests.push(Self::take_requests(p));
+                freed[1] = self.release(shard, p);
             }
-            requests
-        }
+            (requests, freed)
+        };
+        // SAFETY: unlinked above: no other process can reach these any more.
+        unsafe { Self::free_blocks(alloc, &mut requests, freed) }
     }
 
     /// Takes the parked flight of `id`, if any: its requests, for the caller to carry out or
     /// drop (its transaction is gone).
     pub fn take_parked<A: ShmAlloc>(&self, alloc: A, id: TransactionId) -> Option<Vec<Vec<u8>>> {
         let shard = self.shard(id);
-        let f = {
+        let (mut requests, freed) = {
             let _guard = shard.lock.lock();
             // SAFETY: the list is read and changed under the shard's lock, held here.
-            unsafe { Self::unlink_parked(shard, id)? }
+            unsafe {
+                let f = Self::unlink_parked(shard, id)?;
+                (vec![Self::take_requests(f)], [self.release(shard, f), None])
+            }
         };
         // SAFETY: unlinked above.
-        Some(unsafe { Self::free(alloc, f) })
+        Some(unsafe { Self::free_blocks(alloc, &mut requests, freed) })
     }
 
     /// Unlinks the parked flight of `id`, if any.
@@ -260,23 +332,38 @@ impl Flights {
         }
     }
 
-    /// Frees an unlinked flight; returns its requests.
+    /// Detaches the requests of an unlinked flight (their blocks are freed by `free_blocks`).
     ///
     /// # Safety
-    /// `f` is on no list and every block came from `alloc`.
-    unsafe fn free<A: ShmAlloc>(alloc: A, f: *mut Flight) -> Vec<Vec<u8>> {
+    /// The caller holds the shard's lock; `f` was just unlinked.
+    unsafe fn take_requests(f: *mut Flight) -> *mut Pending {
+        // SAFETY: the caller's contract.
+        unsafe { core::mem::replace(&mut (*f).pending, ptr::null_mut()) }
+    }
+
+    /// Copies out and frees the request lists (oldest flight first), then frees the nodes
+    /// `release` gave back to the allocator; returns the requests in order.
+    ///
+    /// # Safety
+    /// No other process can reach these blocks any more; each came from `alloc`.
+    unsafe fn free_blocks<A: ShmAlloc>(alloc: A, lists: &mut Vec<*mut Pending>, nodes: [Option<*mut Flight>; 2]) -> Vec<Vec<u8>> {
         let mut requests = Vec::new();
         // SAFETY: the caller's contract.
         unsafe {
-            let mut p = (*f).pending;
-            while !p.is_null() {
-                let next = (*p).next;
-                requests.push(Pending::bytes(p).to_vec());
-                alloc.free(p as *mut u8);
-                p = next;
+            for &first in lists.iter() {
+                let mut p = first;
+                while !p.is_null() {
+                    let next = (*p).next;
+                    requests.push(Pending::bytes(p).to_vec());
+                    alloc.free(p as *mut u8);
+                    p = next;
+                }
             }
-            alloc.free(f as *mut u8);
+            for f in nodes.into_iter().flatten() {
+                alloc.free(f as *mut u8);
+            }
         }
+        lists.clear();
         requests
     }
 
@@ -285,18 +372,27 @@ impl Flights {
     /// # Safety
     /// No other process uses the flights any more (module shutdown).
     pub unsafe fn destroy<A: ShmAlloc>(&mut self, alloc: A) {
-        for shard in &mut self.shards {
+        for i in 0..SHARDS {
             // SAFETY: exclusive access (the caller's contract); every block came from `alloc`.
             unsafe {
-                let mut f = *shard.first.get();
+                let shard: *const Shard = &self.shards[i];
+                let mut f = *(*shard).first.get();
                 while !f.is_null() {
                     let next = (*f).next;
-                    Self::free(alloc, f);
+                    let freed = self.release(&*shard, f);
+                    Self::free_blocks(alloc, &mut vec![Self::take_requests(f)], [freed, None]);
                     f = next;
                 }
             }
+            let shard = &mut self.shards[i];
             *shard.first.get_mut() = ptr::null_mut();
+            *shard.free.get_mut() = ptr::null_mut();
             shard.count.store(0, SeqCst);
+        }
+        if !self.pool.is_null() {
+            // SAFETY: no node of the pool is in use any more.
+            unsafe { alloc.free(self.pool as *mut u8) };
+            self.pool = ptr::null_mut();
         }
     }
 }

@@ -195,7 +195,7 @@ impl<A: ShmAlloc> Silo<A> {
     /// The memory `create` takes for `size` slots, before anything is stored: mod_init checks it
     /// against the free shared memory, to name hash_size when the table cannot fit.
     pub fn table_bytes(size: u32) -> usize {
-        size as usize * size_of::<Slot>() + size_of::<Silo<A>>()
+        size as usize * size_of::<Slot>() + size_of::<Silo<A>>() + flight::Flights::pool_bytes()
     }
 
     /// Allocates and initialises the silo with `size` slots (a power of two) in `alloc`'s memory.
@@ -226,6 +226,7 @@ impl<A: ShmAlloc> Silo<A> {
                 miss_clock: AtomicU64::new(0),
                 misses: miss::Budget::new(),
             });
+            (*silo).flights.init_pool(alloc);
             Some(NonNull::new_unchecked(silo))
         }
     }

@@ -67,7 +67,7 @@ fn store_lookup_remove() {
     assert_eq!(silo.counters.stored_transactions.load(SeqCst), 0);
     assert_eq!(silo.counters.total_ruris.load(SeqCst), 2, "one record each for alice and bob");
     assert_eq!(silo.counters.total_transactions.load(SeqCst), 3);
-    assert_eq!(heap.live(), 2, "only the silo and its slots remain");
+    assert_eq!(heap.live(), 3, "only the silo, its slots and its flight pool remain");
     unsafe { Silo::destroy(ptr) };
     assert_eq!(heap.live(), 0);
 }
@@ -87,7 +87,7 @@ fn duplicate_store_keeps_one_entry() {
         silo.remove(h);
         silo.remove(other);
     }
-    assert_eq!(heap.live(), 2, "the refused duplicate's block was freed");
+    assert_eq!(heap.live(), 3, "the refused duplicate's block was freed");
     unsafe { Silo::destroy(ptr) };
 }
 
@@ -147,7 +147,7 @@ fn table_bytes_is_what_create_takes() {
     let heap = Summing(Box::leak(Box::new(AtomicUsize::new(0))));
     Silo::create(heap, 1024, Limits::default()).unwrap();
     assert_eq!(heap.0.load(SeqCst), Silo::<Summing>::table_bytes(1024));
-    // README: a slot costs 24 bytes.
+    // README: a slot costs 24 bytes (the flight pool is the same for any size).
     assert_eq!(Silo::<Summing>::table_bytes(2048) - Silo::<Summing>::table_bytes(1024), 1024 * 24);
 }
 
@@ -184,14 +184,18 @@ fn out_of_memory_is_an_error_not_a_crash() {
         }
     }
     let heap = CountingHeap::new();
-    let budget = Budget(Box::leak(Box::new(AtomicI64::new(3))), heap);
-    let ptr = Silo::create(budget, 4, Limits::default()).unwrap(); // 2 blocks
+    let budget = Budget(Box::leak(Box::new(AtomicI64::new(4))), heap);
+    let ptr = Silo::create(budget, 4, Limits::default()).unwrap(); // 3 blocks (slots, silo, flight pool)
     let silo = unsafe { ptr.as_ref() };
     // One block left: the transaction gets it, the new record does not.
     assert_eq!(silo.store(b"alice", id(1, 1)), Err(StoreError::NoMemory));
     assert_eq!(ids_of(silo, b"alice"), None);
     assert_eq!(silo.store(b"alice", id(1, 1)), Err(StoreError::NoMemory));
-    assert_eq!(heap.live(), 2, "failed stores leave nothing behind");
+    assert_eq!(heap.live(), 3, "failed stores leave nothing behind");
+    // Flights still work from the pool.
+    let f = silo.begin_flight(id(1, 1)).expect("a pooled node needs no allocation");
+    assert!(unsafe { silo.end_flight(f) }.is_empty());
+    assert_eq!(heap.live(), 3);
     unsafe { Silo::destroy(ptr) };
 }
 
@@ -392,7 +396,7 @@ fn limits_refuse_and_count_and_free_what_they_refuse() {
     assert_eq!(silo.store(b"carol", id(9, 9)), Err(StoreError::TableFull));
     assert_eq!(silo.counters.store_rejected.load(SeqCst), 2);
     assert_eq!(silo.load().max_transactions_per_aor, 3);
-    assert_eq!(heap.live(), 2 + 2 + 5, "silo, slots, two AoRs, five transactions: refused blocks freed");
+    assert_eq!(heap.live(), 3 + 2 + 5, "silo, slots, flight pool, two AoRs, five transactions: refused blocks freed");
     // Room again once transactions leave.
     unsafe { silo.remove(bob[0]) };
     let again = stored(silo.store(b"bob", id(3, 0)));
