@@ -349,6 +349,9 @@ fn fanout(module: Module, plan: &Plan, run: u32) -> Result<Vec<(usize, f64, f64)
             samples.push(last - t0);
             e.release(&ids)?;
             e.unregister_d2(0);
+            // Let the de-registration land before the next calls' lookup, or the next call may
+            // be relayed to device 2 before it "wakes" (measured as a near-zero append).
+            e.pump(Duration::from_millis(50));
             wait_idle(&k);
         }
         let median = percentile_ms(&samples, 50.0);
