@@ -149,7 +149,8 @@ pub fn append_to_cached(id: TransactionId, branches: &Branches, only: Only, cach
             // Another process's t_continue() runs a route on it now, which may relay: wait for
             // the end of that route (it never waits on an append, so this cannot deadlock) and
             // look again; one that has run for that long gets the request left to its end.
-            Now::Continuing if wait_while(id, |f| f.continuing) => continue,
+            // (Never for a route this process runs: it would wait for itself.)
+            Now::Continuing if !ours && wait_while(id, |f| f.continuing) => continue,
             Now::Continuing | Now::Suspended => break,
         }
     }
