@@ -224,7 +224,7 @@ fn generate_bindings(src: &Path, defines: &[String], out: &Path) {
         .allowlist_var("ruri_is_new")
         .allowlist_var("PRE_SCRIPT_CB|POST_SCRIPT_CB")
         .allowlist_type("script_cb_flag")
-        .allowlist_var("TMCB_DESTROY|T_CANCELED|T_BR_UNDEFINED|REQUEST_ROUTE|FAILURE_ROUTE|PARAM_INT|PARAM_STRING|STAT_.*|SR_KEMIP_.*")
+        .allowlist_var("TMCB_DESTROY|TMCB_REQUEST_IN|T_CANCELED|T_BR_UNDEFINED|REQUEST_ROUTE|FAILURE_ROUTE|PARAM_INT|PARAM_STRING|STAT_.*|SR_KEMIP_.*")
         .allowlist_var("L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR|L_WARN|L_NOTICE|L_INFO|L_DBG|DEFAULT_DLFLAGS");
     let bindings = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || builder.generate())).unwrap_or_else(|_| {
         fail(

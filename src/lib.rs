@@ -5,6 +5,7 @@
 //! script functions, KEMI, RPC, statistics).
 
 pub mod aor;
+pub mod routes;
 pub mod silo;
 mod sys;
 

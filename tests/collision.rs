@@ -54,6 +54,9 @@ enum Variant {
     /// ts_store(); async_ms_route("RESUME", 5): the async module's process resumes the stored
     /// call (t_continue) and relays it while device 2's REGISTER appends.
     ForeignContinue,
+    /// Never stored: the INVITE route publishes its transaction's id in an htable, then
+    /// lookup(); t_relay(); REGISTER: save(); ts_append_to(index, label, "location").
+    AppendTo,
     /// ts_store(); t_suspend() with resume_route: nobody is registered; devices 1 and 2 register
     /// at once and both appends try to resume the call.
     TwoResumers,
@@ -98,6 +101,7 @@ fn start(variant: Variant) -> Setup {
         Variant::FailureRoute => "#!define FAILURE\n#!define USE_DOMAIN\n",
         Variant::ForeignContinue => "#!define FOREIGN_CONTINUE\n",
         Variant::TwoResumers => "#!define TWO_RESUMERS\n",
+        Variant::AppendTo => "#!define APPEND_TO\n",
         Variant::Cluster => {
             let a = cluster_node(None);
             let b = cluster_node(Some(a.port));
@@ -648,4 +652,9 @@ fn a_foreign_t_continue_relays_while_appends_arrive() {
 #[test]
 fn two_appenders_resume_one_suspended_call() {
     run(Variant::TwoResumers);
+}
+
+#[test]
+fn ts_append_to_a_transaction_never_stored_while_it_is_relayed() {
+    run(Variant::AppendTo);
 }

@@ -4,14 +4,7 @@
 use crate::sys;
 use std::ffi::{c_int, c_uint, c_void};
 
-/// Which routes a callback is about.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum RouteKind {
-    /// request_route of a received request (receive_msg), or of a module's own request.
-    Request,
-    /// failure_route, and the route t_continue() runs.
-    Failure,
-}
+pub use crate::routes::RouteKind;
 
 pub type Callback = unsafe extern "C" fn(msg: *mut sys::sip_msg, flags: c_uint, param: *mut c_void) -> c_int;
 

@@ -79,6 +79,15 @@ pub fn on_destroy(
     unsafe { api().register_tmcb.unwrap()(msg, t.as_ptr(), sys::TMCB_DESTROY as c_int, Some(f), param, None) >= 0 }
 }
 
+/// Registers `f` to run whenever TM creates a transaction (TMCB_REQUEST_IN, in the creating
+/// process, before the transaction has a label). mod_init only.
+pub fn on_request_in(f: unsafe extern "C" fn(*mut sys::cell, c_int, *mut sys::tmcb_params)) -> bool {
+    // SAFETY: a global callback (no message, no transaction, no parameter).
+    unsafe {
+        api().register_tmcb.unwrap()(std::ptr::null_mut(), std::ptr::null_mut(), sys::TMCB_REQUEST_IN as c_int, Some(f), std::ptr::null_mut(), None) >= 0
+    }
+}
+
 /// A transaction found by id, referenced (TM keeps it alive) until dropped, and made TM's
 /// current transaction for this process meanwhile.
 pub struct TmRef(Cell);

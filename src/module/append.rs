@@ -129,15 +129,29 @@ pub fn append_code(outcome: Result<Appended, c_int>) -> c_int {
 
 /// ts_append_to: appends branches to one transaction (see `append_to_cached`); its return code.
 pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>) -> c_int {
-    append_code(append_to_cached(id, branches, contact.into(), &mut LookupCache::once()))
+    // The id may come from a route still creating (and relaying) the transaction: its birth is
+    // found by the cell's address (flight.rs).
+    let cell = match flight::births() {
+        true => {
+            let _restore = tm::CurrentRestore::save();
+            tm::lookup(id).map_or(0, |t| t.cell().as_ptr() as usize)
+        }
+        false => 0,
+    };
+    append_code(append_to_at(id, cell, branches, contact.into(), &mut LookupCache::once()))
 }
 
 /// Appends branches to one transaction, or leaves the append for the process that holds it
 /// (the route that stored it may still be relaying it, see `flight`), and says what it did.
 /// `cache` is shared by the appends to one AoR's transactions.
 pub fn append_to_cached(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
+    append_to_at(id, 0, branches, only, cache)
+}
+
+/// `append_to_cached` for the transaction at `cell` (0: unknown), whose birth it also finds.
+fn append_to_at(id: TransactionId, cell: usize, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
     let silo = silo().ok_or(FAILED)?;
-    let held = match silo.claim(id, || flight::encode(branches, only)) {
+    let held = match silo.claim_at(id, cell, || flight::encode(branches, only)) {
         Claim::Mine(held) => flight::Held::new(held, id),
         other => return left(id, other),
     };

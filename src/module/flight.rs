@@ -13,8 +13,14 @@
 //! that find nothing leave their request in the silo as a "miss" (silo/miss.rs); a store that
 //! finds misses of its AoR newer than the start of its route carries them out when the route
 //! is over ("catch-up"), like deferred appends: exactly what the missed append would have added.
+//!
+//! `ts_append_to()` needs no store to find its transaction: the script may publish an id before
+//! the route that creates the transaction relays it. Where the script can call it (a native
+//! script that uses it, any KEMI script), every transaction is in flight from its creation
+//! (TMCB_REQUEST_IN) to the end of the route that created it: a "birth" (silo/flight.rs).
 
 use super::append::{self, Branches, LookupCache, Only};
+use crate::routes::Routes;
 use super::silo;
 use crate::kam::tm;
 use crate::kam::dset::DsetSnapshot;
@@ -24,14 +30,15 @@ use crate::silo::{FlightHandle, TransactionId};
 use crate::sys;
 use std::cell::RefCell;
 use std::ffi::{CString, c_int, c_uint, c_void};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-/// A route running in this process (routes nest: t_continue() and failure routes may run from
-/// inside another route).
+/// A route running in this process (routes.rs keeps them).
 struct Frame {
-    kind: RouteKind,
     /// The silo's miss clock when the route started.
     clock: u64,
     flights: Vec<Flying>,
+    /// Transactions this route created (births, see the module doc).
+    births: Vec<FlightHandle>,
 }
 
 /// A transaction this route stored, in flight until the route ends.
@@ -44,17 +51,54 @@ struct Flying {
 
 thread_local! {
     /// Kamailio's processes are single-threaded: this is the process's own stack of routes.
-    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    static FRAMES: RefCell<Routes<Frame>> = const { RefCell::new(Routes::new()) };
 }
 
-/// Failure routes nest in other routes (a reply received while a request route runs is
-/// another message, but t_continue() and t_relay()'s failures may run routes from inside
-/// one): beyond this depth the oldest frames are landed, their end never having come.
-const MAX_FRAMES: usize = 16;
+/// Whether transactions are births while their route runs: set before the workers fork, when
+/// the script may call ts_append_to().
+static BIRTHS: AtomicBool = AtomicBool::new(false);
 
-/// mod_init: have the core tell us when request and failure routes start and end.
+/// ts_append_to() may be called (its fixup ran, or a KEMI script may call it): from now on
+/// transactions are in flight while the route that creates them runs.
+pub fn enable_births() {
+    BIRTHS.store(true, Relaxed);
+}
+
+pub fn births() -> bool {
+    BIRTHS.load(Relaxed)
+}
+
+/// mod_init: have the core tell us when request and failure routes start and end, and TM when
+/// it creates a transaction.
 pub fn register() -> bool {
-    script_cb::register(on_route_start, on_route_end)
+    script_cb::register(on_route_start, on_route_end) && tm::on_request_in(on_request_in)
+}
+
+/// TMCB_REQUEST_IN, in the process creating transaction `t`, under TM's lock of its hash slot
+/// (flight locks are leaves: nothing here calls TM). The birth ends with the running route.
+unsafe extern "C" fn on_request_in(t: *mut sys::cell, _kind: c_int, params: *mut sys::tmcb_params) {
+    guard((), || {
+        if !births() || t.is_null() || params.is_null() {
+            return;
+        }
+        // SAFETY: TM's parameters for this callback; `req` is the request being processed.
+        let req = unsafe { (*params).req };
+        if req.is_null() {
+            return;
+        }
+        let Some(silo) = silo() else { return };
+        FRAMES.with_borrow_mut(|frames| {
+            // Outside a route no end would come to close it: such a transaction has no birth.
+            let Some(top) = frames.top_mut() else { return };
+            // SAFETY: TM computed the request's hash index (the slot it is inserting the cell
+            // into; the cell's own field is set only then).
+            let index = unsafe { (*req).hash_index };
+            match silo.begin_birth(index, t as usize) {
+                Some(handle) => top.births.push(handle),
+                None => lm_err!("out of shared memory holding a new transaction for its route"),
+            }
+        });
+    })
 }
 
 unsafe extern "C" fn on_route_start(_msg: *mut sys::sip_msg, flags: c_uint, _param: *mut c_void) -> c_int {
@@ -74,17 +118,8 @@ unsafe extern "C" fn on_route_start(_msg: *mut sys::sip_msg, flags: c_uint, _par
                 }
             }
         }
-        let stale = FRAMES.with_borrow_mut(|frames| {
-            // Request routes do not nest: frames below a new one are routes whose end never
-            // came (a module's pre-script callback stopped the message, an error path).
-            let stale: Vec<Frame> = if kind == RouteKind::Request {
-                frames.drain(..).collect()
-            } else {
-                frames.len().checked_sub(MAX_FRAMES - 1).map(|n| frames.drain(..=n).collect()).unwrap_or_default()
-            };
-            frames.push(Frame { kind, clock: silo.miss_clock(), flights });
-            stale
-        });
+        let frame = Frame { clock: silo.miss_clock(), flights, births: Vec::new() };
+        let stale = FRAMES.with_borrow_mut(|frames| frames.start(kind, frame));
         // Landed outside the borrow: an append may run a route, which comes back here.
         for frame in stale {
             land(frame);
@@ -96,13 +131,8 @@ unsafe extern "C" fn on_route_start(_msg: *mut sys::sip_msg, flags: c_uint, _par
 unsafe extern "C" fn on_route_end(_msg: *mut sys::sip_msg, flags: c_uint, _param: *mut c_void) -> c_int {
     guard(1, || {
         let Some(kind) = script_cb::kind(flags) else { return 1 };
-        // The route ending is the newest of its kind; newer frames of another kind are ones
-        // whose end never came: they end now too.
-        let ended = FRAMES.with_borrow_mut(|frames| match frames.iter().rposition(|f| f.kind == kind) {
-            Some(i) => frames.split_off(i),
-            None => Vec::new(),
-        });
-        for frame in ended.into_iter().rev() {
+        let ended = FRAMES.with_borrow_mut(|frames| frames.end(kind));
+        for frame in ended {
             land(frame);
         }
         1
@@ -112,13 +142,13 @@ unsafe extern "C" fn on_route_end(_msg: *mut sys::sip_msg, flags: c_uint, _param
 /// The miss clock of the route running now, if a route is running (None: no post-script
 /// callback will come, so nothing can be deferred to it).
 pub fn route_clock() -> Option<u64> {
-    FRAMES.with_borrow(|frames| frames.last().map(|f| f.clock))
+    FRAMES.with_borrow(|frames| frames.top().map(|f| f.clock))
 }
 
 /// Keeps a flight begun by ts_store() for the end of the running route; `catch_up`: the
 /// requests to carry out then besides the deferred ones.
 pub fn track(handle: FlightHandle, id: TransactionId, catch_up: Vec<Vec<u8>>) {
-    let orphan = FRAMES.with_borrow_mut(|frames| match frames.last_mut() {
+    let orphan = FRAMES.with_borrow_mut(|frames| match frames.top_mut() {
         Some(top) => {
             top.flights.push(Flying { handle, id, catch_up });
             None
@@ -127,7 +157,7 @@ pub fn track(handle: FlightHandle, id: TransactionId, catch_up: Vec<Vec<u8>>) {
     });
     // Only begun inside a route (route_clock() was Some); ended at once if that changed.
     if let Some(f) = orphan {
-        land(Frame { kind: RouteKind::Request, clock: 0, flights: vec![f] });
+        land(Frame { clock: 0, flights: vec![f], births: Vec::new() });
     }
 }
 
@@ -136,6 +166,14 @@ pub fn track(handle: FlightHandle, id: TransactionId, catch_up: Vec<Vec<u8>>) {
 fn land(frame: Frame) {
     for f in frame.flights {
         run_left(f.handle, f.id, &f.catch_up);
+    }
+    let Some(silo) = silo() else { return };
+    for birth in frame.births {
+        // SAFETY: begun by on_request_in in this process, ended once (the frame is gone).
+        let (id, requests) = unsafe { silo.end_birth(birth) };
+        if let Some(id) = id {
+            run_requests(id, requests.iter());
+        }
     }
 }
 

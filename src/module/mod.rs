@@ -182,8 +182,13 @@ extern "C" fn mod_init() -> c_int {
             return -1;
         }
         if !flight::register() {
-            lm_err!("failed to register the script callbacks");
+            lm_err!("failed to register the script and TM callbacks");
             return -1;
+        }
+        // SAFETY: the engine is chosen while the config is parsed, before modules initialise.
+        if !unsafe { sys::sr_kemi_eng_get() }.is_null() {
+            // A KEMI script may call ts_append_to() (a native one says so in its fixup).
+            flight::enable_births();
         }
         // SAFETY: a core registration before fork; the timer process calls `sweep_misses`.
         if unsafe { sys::register_timer(Some(sweep_misses), null_mut(), 1) } < 0 {

@@ -14,6 +14,11 @@
 //! and nobody holds the flight; the next route that runs on the transaction (the one the
 //! script's or another module's `t_continue()` runs) takes it over with `begin` and carries the
 //! requests out when it ends, after its own relay. TMCB_DESTROY drops a flight left parked.
+//!
+//! A *birth* is the flight of a transaction its route is creating, begun when TM creates it
+//! (TMCB_REQUEST_IN), before it has a label: found by the cell's address, not by id, by a
+//! ts_append_to() that knows the transaction's id (the script published it) before the route
+//! that creates it has relayed it. The first such append writes the id in, for the creator.
 
 use super::{ShmAlloc, ShmMutex, TransactionId};
 use core::cell::UnsafeCell;
@@ -58,6 +63,10 @@ pub struct Flight {
     pending_count: u32,
     /// Nobody holds it (see the module doc).
     parked: bool,
+    /// A birth: the cell's address (0: an ordinary flight). `id.label` is known only once an
+    /// append wrote it (`id_known`).
+    born: usize,
+    id_known: bool,
 }
 
 #[repr(C)]
@@ -180,7 +189,7 @@ impl Flights {
         unsafe {
             let mut link = shard.first.get();
             while !(*link).is_null() {
-                if (**link).id == id && (**link).parked {
+                if (**link).id == id && (**link).parked && (**link).born == 0 {
                     (**link).parked = false;
                     return Some(NonNull::new_unchecked(*link));
                 }
@@ -194,22 +203,49 @@ impl Flights {
         }
     }
 
+    /// Marks the transaction TM is creating at `cell` (hash index `index`, no label yet) in
+    /// flight: see "birth" in the module doc.
+    pub fn begin_birth<A: ShmAlloc>(&self, alloc: A, index: u32, cell: usize) -> Option<FlightHandle> {
+        let id = TransactionId { index, label: 0 };
+        let shard = self.shard(id);
+        let _guard = shard.lock.lock();
+        // SAFETY: the list is read and changed only under the shard's lock, held here.
+        unsafe {
+            let mut link = shard.first.get();
+            while !(*link).is_null() {
+                link = &raw mut (**link).next;
+            }
+            let f = Self::node(shard, alloc, id)?;
+            (*f).born = cell;
+            (*f).id_known = false;
+            *link = f;
+            shard.count.fetch_add(1, SeqCst);
+            Some(NonNull::new_unchecked(f))
+        }
+    }
+
     /// Takes the transaction for an append: if nobody holds it (a route that stored it, or
     /// another append), it becomes in flight for the caller, who appends and then ends the
     /// flight; else the request `make()` builds is left for the holder. So two appends never
     /// ask TM about one transaction at once (TM would add a contact both found new twice, or
     /// log that it found nothing to add), and nobody waits.
-    pub fn claim<A: ShmAlloc>(&self, alloc: A, id: TransactionId, make: impl FnOnce() -> Vec<u8>) -> Claim {
+    /// `cell`: the transaction's address, to find its birth too (0: do not look for one).
+    pub fn claim<A: ShmAlloc>(&self, alloc: A, id: TransactionId, cell: usize, make: impl FnOnce() -> Vec<u8>) -> Claim {
         let shard = self.shard(id);
         let _guard = shard.lock.lock();
         // SAFETY: the list is read and changed under the shard's lock, held here.
         unsafe {
             let mut link = shard.first.get();
-            while !(*link).is_null() && (**link).id != id {
+            while !(*link).is_null() && !(**link).holds(id, cell) {
                 link = &raw mut (**link).next;
             }
             if !(*link).is_null() {
-                return Self::leave(alloc, *link, &make());
+                let f = *link;
+                if (*f).born != 0 {
+                    (*f).id = id;
+                    (*f).id_known = true;
+                }
+                return Self::leave(alloc, f, &make());
             }
             let Some(f) = Self::node(shard, alloc, id) else { return Claim::NoMemory };
             *link = f;
@@ -270,11 +306,28 @@ impl Flights {
     /// `handle` came from `begin` or `claim` on these flights and was not ended (or parked)
     /// before.
     pub unsafe fn end<A: ShmAlloc>(&self, alloc: A, handle: FlightHandle) -> Vec<Vec<u8>> {
+        // SAFETY: the caller's contract.
+        unsafe { self.end_with_id(alloc, handle).1 }
+    }
+
+    /// `end` for a birth: also the transaction's id, if an append left a request (and wrote it).
+    ///
+    /// # Safety
+    /// As for `end`; `handle` came from `begin_birth`.
+    pub unsafe fn end_birth<A: ShmAlloc>(&self, alloc: A, handle: FlightHandle) -> (Option<TransactionId>, Vec<Vec<u8>>) {
+        // SAFETY: the caller's contract.
+        unsafe { self.end_with_id(alloc, handle) }
+    }
+
+    /// # Safety
+    /// As for `end`.
+    unsafe fn end_with_id<A: ShmAlloc>(&self, alloc: A, handle: FlightHandle) -> (Option<TransactionId>, Vec<Vec<u8>>) {
         let f = handle.as_ptr();
         // SAFETY: `f` is on its shard's list (the caller's contract); unlinked under the lock.
-        let (mut requests, freed) = unsafe {
+        let (id, mut requests, freed) = unsafe {
             let shard = self.shard((*f).id);
             let _guard = shard.lock.lock();
+            let id = ((*f).born == 0 || (*f).id_known).then_some((*f).id);
             let mut link = shard.first.get();
             while *link != f {
                 link = &raw mut (**link).next;
@@ -285,14 +338,14 @@ impl Flights {
             let mut freed = [self.release(shard, f), None];
             // An append that saw the transaction suspended, and parked its request after this
             // route took the transaction over: it is this route's to carry out.
-            if let Some(p) = Self::unlink_parked(shard, (*f).id) {
+            if let Some(p) = id.and_then(|id| Self::unlink_parked(shard, id)) {
                 requests.push(Self::take_requests(p));
                 freed[1] = self.release(shard, p);
             }
-            (requests, freed)
+            (id, requests, freed)
         };
         // SAFETY: unlinked above: no other process can reach these any more.
-        unsafe { Self::free_blocks(alloc, &mut requests, freed) }
+        (id, unsafe { Self::free_blocks(alloc, &mut requests, freed) })
     }
 
     /// Takes the parked flight of `id`, if any: its requests, for the caller to carry out or
@@ -319,7 +372,7 @@ impl Flights {
         // SAFETY: the caller's contract.
         unsafe {
             let mut link = shard.first.get();
-            while !(*link).is_null() && !((**link).id == id && (**link).parked) {
+            while !(*link).is_null() && !((**link).id == id && (**link).parked && (**link).born == 0) {
                 link = &raw mut (**link).next;
             }
             let f = *link;
@@ -399,7 +452,13 @@ impl Flights {
 
 impl Flight {
     fn new(id: TransactionId) -> Self {
-        Flight { next: ptr::null_mut(), id, pending: ptr::null_mut(), pending_count: 0, parked: false }
+        Flight { next: ptr::null_mut(), id, pending: ptr::null_mut(), pending_count: 0, parked: false, born: 0, id_known: true }
+    }
+
+    /// Whether an append to `id` (at `cell`, 0 if unknown) finds this flight: an ordinary one
+    /// by id, a birth by the cell's address.
+    fn holds(&self, id: TransactionId, cell: usize) -> bool {
+        if self.born == 0 { self.id == id } else { cell != 0 && self.born == cell }
     }
 }
 

@@ -466,7 +466,27 @@ impl<A: ShmAlloc> Silo<A> {
     /// Takes `id` for an append, or leaves the request `make` builds for whoever holds it
     /// (see `flight.rs`).
     pub fn claim(&self, id: TransactionId, make: impl FnOnce() -> Vec<u8>) -> Claim {
-        self.flights.claim(self.alloc, id, make)
+        self.flights.claim(self.alloc, id, 0, make)
+    }
+
+    /// `claim`, also finding the birth of the transaction at `cell` (see `flight.rs`).
+    pub fn claim_at(&self, id: TransactionId, cell: usize, make: impl FnOnce() -> Vec<u8>) -> Claim {
+        self.flights.claim(self.alloc, id, cell, make)
+    }
+
+    /// Marks the transaction TM is creating at `cell` in flight until its route ends (a birth,
+    /// see `flight.rs`).
+    pub fn begin_birth(&self, index: u32, cell: usize) -> Option<FlightHandle> {
+        self.flights.begin_birth(self.alloc, index, cell)
+    }
+
+    /// Ends a birth: the transaction's id (if an append left a request) and the requests.
+    ///
+    /// # Safety
+    /// `handle` came from `begin_birth` on this silo and was not ended before.
+    pub unsafe fn end_birth(&self, handle: FlightHandle) -> (Option<TransactionId>, Vec<Vec<u8>>) {
+        // SAFETY: the caller's contract.
+        unsafe { self.flights.end_birth(self.alloc, handle) }
     }
 
     /// Parks the caller's claim of a suspended transaction with `request` on it, for the route

@@ -527,6 +527,37 @@ fn requests_left_on_a_transaction_are_bounded_and_parked_ones_go_to_the_route_th
 }
 
 #[test]
+fn a_transaction_being_created_is_found_by_its_address_by_appends_that_know_its_id() {
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 8, Limits::default()).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let baseline = heap.live();
+    let (cell, other_cell) = (0x1000usize, 0x2000usize);
+
+    // A birth has no label yet: no append by id alone finds it, one that knows its address does
+    // (and writes the id in); an append to another transaction of that index does not.
+    let birth = silo.begin_birth(7, cell).unwrap();
+    assert_eq!(silo.in_flight(), 1);
+    let Claim::Mine(by_id) = silo.claim(id(7, 0), || panic!("no birth matches an id")) else { panic!() };
+    assert!(unsafe { silo.end_flight(by_id) }.is_empty());
+    let Claim::Mine(neighbour) = silo.claim_at(id(7, 9), other_cell, || panic!()) else { panic!("another cell is free") };
+    assert!(unsafe { silo.end_flight(neighbour) }.is_empty());
+    assert_eq!(silo.claim_at(id(7, 42), cell, || b"first".to_vec()), Claim::Deferred);
+    assert_eq!(silo.claim_at(id(7, 42), cell, || b"second".to_vec()), Claim::Deferred);
+    assert_eq!(unsafe { silo.end_birth(birth) }, (Some(id(7, 42)), vec![b"first".to_vec(), b"second".to_vec()]));
+    assert_eq!(silo.in_flight(), 0);
+
+    // Nobody appended: the creator learns no id, and nothing is left.
+    let quiet = silo.begin_birth(7, cell).unwrap();
+    assert_eq!(unsafe { silo.end_birth(quiet) }, (None, Vec::new()));
+    let Claim::Mine(after) = silo.claim_at(id(7, 42), cell, || panic!()) else { panic!("after its route: at once") };
+    assert!(unsafe { silo.end_flight(after) }.is_empty());
+    assert_eq!(heap.live(), baseline, "births and their requests are freed");
+    unsafe { Silo::destroy(ptr) };
+    assert_eq!(heap.live(), 0);
+}
+
+#[test]
 fn an_append_that_finds_nothing_leaves_its_request_for_routes_started_before_it() {
     let heap = CountingHeap::new();
     let ptr = Silo::create(heap, 1, Limits::default()).unwrap(); // one slot: every key shares it
