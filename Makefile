@@ -10,6 +10,9 @@
 #   make test-deb  lintian, apt install, the example config loads ours, apt remove/purge: C module back
 #   make install   copy tsilo.so to MODULES_DIR
 #   make clean
+# KAMAILIO=<version|tarball|URL> (e.g. make test KAMAILIO=6.1.4): build, test, bench or run the
+#   demo against that upstream Kamailio, built from source once into UPSTREAM_CACHE
+#   (kamailio-headers/upstream.sh), instead of the installed Debian package. Not for deb/test-deb.
 
 MODULES_DIR ?= /usr/local/lib/kamailio/modules
 CARGO ?= cargo
@@ -28,17 +31,39 @@ DEBIAN13_CACHE ?= /var/cache/tsilo-rs/debian13
 DEBIAN13_TEST ?= make test && make test-deb
 DEBIAN13_CARRY ?=
 
-.PHONY: all build deps headers test test-debian13 deb test-deb demo bench soak install clean
+# An upstream Kamailio instead of Debian's: its kamailio/kamcmd first on PATH, its configured tree
+# for build.rs, its modules for the tests, and a target and build directory of its own.
+ifneq ($(KAMAILIO),)
+export KAMAILIO_CFG
+UPSTREAM_PREFIX := $(shell KAMAILIO_CFG='$(KAMAILIO_CFG)' kamailio-headers/upstream.sh --prefix '$(KAMAILIO)')
+ifeq ($(UPSTREAM_PREFIX),)
+$(error KAMAILIO=$(KAMAILIO): no such upstream Kamailio (see kamailio-headers/upstream.sh))
+endif
+UPSTREAM_NAME := $(notdir $(UPSTREAM_PREFIX))
+BUILD_DIR := build/$(UPSTREAM_NAME)
+export PATH := $(UPSTREAM_PREFIX)/sbin:$(PATH)
+export KAMAILIO_SRC := $(UPSTREAM_PREFIX)/src
+export TSILO_KAMAILIO_MODULES := $(UPSTREAM_PREFIX)/lib64/kamailio/modules
+export CARGO_TARGET_DIR := $(CURDIR)/target/$(UPSTREAM_NAME)
+TARGET_DIR := $(CARGO_TARGET_DIR)
+# Debian's kamailio packages are not needed (nor their source): the upstream build replaces them.
+APT_PACKAGES := $(filter-out kamailio kamailio-%,$(APT_PACKAGES))
+else
+BUILD_DIR := build
+TARGET_DIR := target
+endif
+
+.PHONY: all build deps headers test test-debian13 test-upstream debian-only deb test-deb demo bench soak install clean
 
 all: build
 
-build: build/tsilo.so
+build: $(BUILD_DIR)/tsilo.so
 
-build/tsilo.so: $(shell find src c_shim -type f) build.rs Cargo.toml
+$(BUILD_DIR)/tsilo.so: $(shell find src c_shim -type f) build.rs Cargo.toml
 	$(CARGO) build --release
-	mkdir -p build
-	cp target/release/libtsilo.so build/tsilo.so
-	@echo "built: $(CURDIR)/build/tsilo.so"
+	mkdir -p $(BUILD_DIR)
+	cp $(TARGET_DIR)/release/libtsilo.so $(BUILD_DIR)/tsilo.so
+	@echo "built: $(CURDIR)/$(BUILD_DIR)/tsilo.so"
 
 # Installs only what is missing, so a second run is quick and needs no network.
 deps:
@@ -49,45 +74,64 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install a Rust toolchain (1.85+)"; exit 1; }
+ifneq ($(KAMAILIO),)
+	@kamailio-headers/upstream.sh '$(KAMAILIO)' >/dev/null
+else
 	@$(MAKE) --no-print-directory headers
+endif
 
 headers:
 	@./kamailio-headers/fetch.sh >/dev/null
 
 # Unit and integration tests, plus a short smoke of the benchmark and the soak (bench/tests).
+# TEST_ARGS: more cargo test arguments (e.g. `--test collision`).
 test: deps build
-	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) test --release --workspace
+	TSILO_MODULE_DIR=$(CURDIR)/$(BUILD_DIR) $(CARGO) test --release --workspace $(TEST_ARGS)
+
+# make test against each upstream Kamailio of UPSTREAM_VERSIONS, one after the other (CI's matrix).
+UPSTREAM_VERSIONS ?= 5.8.8 6.0.7 6.1.4 master
+test-upstream:
+	@for v in $(UPSTREAM_VERSIONS); do \
+		echo "==== make test KAMAILIO=$$v"; \
+		$(MAKE) --no-print-directory test KAMAILIO=$$v || exit 1; \
+	done
 
 # make test again inside a Debian 13 root (kamailio 6.0, Debian's Rust 1.85), on the committed HEAD.
 test-debian13:
 	DEBIAN13_CARRY='$(DEBIAN13_CARRY)' .ci/debian13.sh $(DEBIAN13_CACHE) '$(DEBIAN13_TEST)'
 
 # The Debian package (packaging/): built for the kamailio package installed here.
-deb: deps build
+# The package depends on Debian's exact kamailio package: no upstream builds.
+debian-only:
+	@[ -z "$(KAMAILIO)" ] || { echo "make deb/test-deb are Debian-only (the package depends on Debian's kamailio package): unset KAMAILIO"; exit 1; }
+
+deb: debian-only deps build
 	@packaging/build-deb.sh
 
 # Installs and removes the package on this machine (root; leaves it as it was). FOREIGN_DEB=file:
 # also checks that apt refuses a package built for another kamailio version.
-test-deb: deps build
+test-deb: debian-only deps build
 	packaging/test-deb.sh
 
+# With KAMAILIO=..., against that build's C module, into README's table for it.
 bench: deps build
-	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) run --release -p tsilo-bench -- bench \
-		--out $(CURDIR)/bench/results.json --readme $(CURDIR)/README.md
+	TSILO_MODULE_DIR=$(CURDIR)/$(BUILD_DIR) $(CARGO) run --release -p tsilo-bench -- bench \
+		--out $(CURDIR)/bench/results$(if $(KAMAILIO),-$(UPSTREAM_NAME)).json --readme $(CURDIR)/README.md \
+		$(if $(KAMAILIO),--section $(UPSTREAM_NAME))
 
 # Collisions per variant of tests/collision.rs in the soak (CI runs 150).
 SOAK_COLLISIONS ?= 3000
 
 soak: deps build
-	TSILO_MODULE_DIR=$(CURDIR)/build $(CARGO) run --release -p tsilo-bench -- soak
-	TSILO_MODULE_DIR=$(CURDIR)/build TSILO_COLLISIONS=$(SOAK_COLLISIONS) $(CARGO) test --release --test collision -- --nocapture
+	TSILO_MODULE_DIR=$(CURDIR)/$(BUILD_DIR) $(CARGO) run --release -p tsilo-bench -- soak
+	TSILO_MODULE_DIR=$(CURDIR)/$(BUILD_DIR) TSILO_COLLISIONS=$(SOAK_COLLISIONS) $(CARGO) test --release --test collision -- --nocapture
 
 demo: deps build
-	python3 examples/demo.py
+	TSILO_MODULE_DIR=$(CURDIR)/$(BUILD_DIR) python3 examples/demo.py
 
 install: build
 	install -d $(DESTDIR)$(MODULES_DIR)
-	install -m 0644 build/tsilo.so $(DESTDIR)$(MODULES_DIR)/tsilo.so
+	install -m 0644 $(BUILD_DIR)/tsilo.so $(DESTDIR)$(MODULES_DIR)/tsilo.so
 	@echo "installed $(DESTDIR)$(MODULES_DIR)/tsilo.so"
 	@echo "load it with:  loadmodule \"$(MODULES_DIR)/tsilo.so\""
 

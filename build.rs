@@ -11,10 +11,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SHIM_FILES: &[&str] = &["c_shim/log.c", "c_shim/mem.c", "c_shim/api.c", "c_shim/proc.c"];
+const SHIM_FILES: &[&str] = &["c_shim/log.c", "c_shim/mem.c", "c_shim/api.c", "c_shim/proc.c", "c_shim/stats.c"];
 
 fn main() {
     println!("cargo:rerun-if-env-changed=KAMAILIO_SRC");
+    // The installed kamailio the strings are checked against: the first on PATH.
+    println!("cargo:rerun-if-env-changed=PATH");
     println!("cargo:rerun-if-changed=c_shim");
     println!("cargo:rerun-if-changed=kamailio-headers/current");
 
@@ -22,8 +24,9 @@ fn main() {
     let defines = kamailio_defines(&src);
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
 
-    let version = expand_version(&src, &defines, &out);
-    check_against_installed(&version);
+    let version = expand_version(&src, &defines, &out, "sr_module.c");
+    // `kamailio -V` prints ver.c's strings: the tree matches the binary if those agree.
+    check_against_installed(&expand_version(&src, &defines, &out, "ver.c"));
     fs::write(out.join("version.rs"), version.to_rust()).unwrap();
 
     generate_bindings(&src, &defines, &out);
@@ -141,15 +144,30 @@ impl Version {
     }
 }
 
-/// Runs the preprocessor over the version macros: the loader compares these strings with strcmp.
-fn expand_version(src: &Path, defines: &[String], out: &Path) -> Version {
-    let probe = out.join("version_probe.c");
-    fs::write(
-        &probe,
-        "#include \"core/ver_defs.h\"\n#include \"core/sr_module.h\"\n\
-         tsilo_full SER_FULL_VERSION\ntsilo_flags SER_COMPILE_FLAGS\ntsilo_iface MODULE_INTERFACE_VER\n",
-    )
-    .unwrap();
+/// The headers a core source file includes (quoted ones, in order), as the probe's includes.
+/// The flags string depends on what came before `ver_defs.h`: from 6.1 on, `core/ver.c` (the
+/// string `kamailio -V` prints) includes `mem/memcore.h` first, which turns MEMDBG's
+/// DBG_SR_MEMORY into DBG_QM_MALLOC and the others; `core/sr_module.c` (the string the module
+/// loader compares with) does not. Each probe copies its file's includes.
+fn includes_of(src: &Path, file: &str) -> String {
+    let text = fs::read_to_string(src.join("core").join(file)).unwrap_or_default();
+    let mut includes = String::new();
+    for inc in text.lines().filter_map(|l| l.trim().strip_prefix("#include \"")?.split('"').next()) {
+        includes += &format!("#include \"core/{inc}\"\n");
+        if inc == "ver_defs.h" {
+            break; // what follows cannot change the strings
+        }
+    }
+    if includes.is_empty() { "#include \"core/ver_defs.h\"\n#include \"core/sr_module.h\"\n".to_string() } else { includes }
+}
+
+/// Runs the preprocessor over the version macros as `file` sees them. The module's strings are
+/// the loader's (`sr_module.c`): it compares them with strcmp.
+fn expand_version(src: &Path, defines: &[String], out: &Path, file: &str) -> Version {
+    let probe = out.join(format!("version_probe_{}", file.replace('/', "_")));
+    // sr_module.h last, for MODULE_INTERFACE_VER (ver_defs.h was evaluated by then).
+    let text = includes_of(src, file) + "#include \"core/sr_module.h\"\ntsilo_full SER_FULL_VERSION\ntsilo_flags SER_COMPILE_FLAGS\ntsilo_iface MODULE_INTERFACE_VER\n";
+    fs::write(&probe, text).unwrap();
     let expanded = shim_build(src, defines).file(&probe).expand();
     let text = String::from_utf8_lossy(&expanded);
     let find = |tag: &str| -> String {
@@ -187,11 +205,34 @@ fn check_against_installed(v: &Version) {
         fail(&format!(
             "the Kamailio tree does not match the installed kamailio; the module would be refused.\n  \
              installed: {full}\n             {flags}\n  \
-             tree:      {}\n             {}\n  \
+             tree:      {}\n             {}\n{}  \
              Fetch the matching tree with: make headers   (or fix KAMAILIO_SRC)",
-            v.full, v.flags
+            v.full,
+            v.flags,
+            flags_differ(&flags, &v.flags)
         ));
     }
+}
+
+/// The compile flags one side has and the other lacks, and what to do about them.
+fn flags_differ(installed: &str, tree: &str) -> String {
+    let set = |s: &str| s.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect::<Vec<_>>();
+    let (a, b) = (set(installed), set(tree));
+    let only_installed: Vec<&str> = a.iter().filter(|f| !b.contains(f)).map(String::as_str).collect();
+    let only_tree: Vec<&str> = b.iter().filter(|f| !a.contains(f)).map(String::as_str).collect();
+    if only_installed.is_empty() && only_tree.is_empty() {
+        return String::new();
+    }
+    let mut text = format!(
+        "  flags only the installed kamailio has: {}\n  flags only the tree has: {}\n",
+        if only_installed.is_empty() { "none".to_string() } else { only_installed.join(", ") },
+        if only_tree.is_empty() { "none".to_string() } else { only_tree.join(", ") }
+    );
+    if only_installed.iter().chain(&only_tree).any(|f| f.starts_with("DBG_")) {
+        text += "  DBG_* are memory debugging (MEMDBG): configure the tree as kamailio was built, \
+                 e.g. `make cfg MEMDBG=1` (upstream's default) or `make cfg MEMDBG=0` (Debian's)\n";
+    }
+    text
 }
 
 fn generate_bindings(src: &Path, defines: &[String], out: &Path) {
@@ -212,19 +253,19 @@ fn generate_bindings(src: &Path, defines: &[String], out: &Path) {
         .allowlist_function("tsilo_shim_.*")
         .allowlist_function("parse_uri|parse_headers|parse_contact")
         .allowlist_function("fixup_(spve|igp)_null|fixup_free_(spve|igp)_null|get_str_fparam|get_int_fparam")
-        .allowlist_function("sr_kemi_modules_add|register_module_stats|destroy_modules_phase")
+        .allowlist_function("sr_kemi_modules_add|destroy_modules_phase")
         .allowlist_function("find_export|fork_process|register_procs|cfg_register_child|cfg_child_init|route_lookup|ksr_msg_env_reset|sr_kemi_eng_get")
         .allowlist_var("main_rt|T_ASYNC_SUSPENDED|T_ASYNC_CONTINUE")
         .allowlist_type("usrloc_api_t|ucontact_t|ua_client|bind_usrloc_t")
         .allowlist_type("cell|sip_msg|tm_binds|registrar_api_t|module_exports|cmd_export_t|param_export_t")
-        .allowlist_type("rpc_export_t|rpc_t|sr_kemi_t|stat_export_t|stat_var|counter_val_t|branch_t|_hdr_types_t|tmcb_params|contact_body_t|gparam_t")
+        .allowlist_type("rpc_export_t|rpc_t|sr_kemi_t|counter_val_t|branch_t|_hdr_types_t|tmcb_params|contact_body_t|gparam_t")
         .allowlist_var("route_type|nr_branches|UL_CONTACT_INSERT|UL_CONTACT_UPDATE|PROC_MAIN|PROC_RPC")
         .allowlist_function("get_sip_branch|register_script_cb|register_timer|cfg_lookup_var")
         .allowlist_function("get_ruri_q|set_ruri_q|getbflagsval|setbflagsval")
         .allowlist_var("ruri_is_new")
         .allowlist_var("PRE_SCRIPT_CB|POST_SCRIPT_CB")
         .allowlist_type("script_cb_flag")
-        .allowlist_var("TMCB_DESTROY|TMCB_REQUEST_IN|T_CANCELED|T_BR_UNDEFINED|REQUEST_ROUTE|FAILURE_ROUTE|PARAM_INT|PARAM_STRING|STAT_.*|SR_KEMIP_.*")
+        .allowlist_var("TMCB_DESTROY|TMCB_REQUEST_IN|T_CANCELED|T_BR_UNDEFINED|REQUEST_ROUTE|FAILURE_ROUTE|PARAM_INT|PARAM_STRING|SR_KEMIP_.*")
         .allowlist_var("L_ALERT|L_BUG|L_CRIT2|L_CRIT|L_ERR|L_WARN|L_NOTICE|L_INFO|L_DBG|DEFAULT_DLFLAGS");
     let bindings = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || builder.generate())).unwrap_or_else(|_| {
         fail(

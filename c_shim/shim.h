@@ -4,6 +4,7 @@
 #define TSILO_SHIM_H
 
 #include <stddef.h>
+#include "core/counters.h" /* counter_val_t */
 
 struct tm_binds;
 struct registrar_api;
@@ -25,6 +26,11 @@ unsigned long tsilo_shim_shm_available(void);
 int tsilo_shim_load_tm_api(struct tm_binds *tmb);
 int tsilo_shim_load_registrar_api(struct registrar_api *api);
 struct cell *tsilo_shim_t_undefined(void);
+
+/* stats.c: the module's statistics, each read by a function; 0 registered, 1 this core has no
+ * statistics (built without STATISTICS), -1 error */
+int tsilo_shim_register_stats(const char *module, const char *const *names,
+		counter_val_t (*const *read)(void), int n);
 
 /* proc.c: a process of the module's own */
 void tsilo_shim_cfg_update(void);

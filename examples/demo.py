@@ -28,7 +28,10 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MPATH = os.path.join(ROOT, "build") + ":/usr/lib/x86_64-linux-gnu/kamailio/modules"
+# Ours first, then the installed Kamailio's modules (make demo KAMAILIO=6.1.4 sets both for an
+# upstream build).
+MPATH = (os.environ.get("TSILO_MODULE_DIR") or os.path.join(ROOT, "build")) + ":" + \
+    os.environ.get("TSILO_KAMAILIO_MODULES", "/usr/lib/x86_64-linux-gnu/kamailio/modules")
 START = time.time()
 COLUMNS = ["alice", "kamailio", "push-gw", "bob-phone", "bob-tablet", "bob-laptop", "carol-phone"]
 WIDTH = 12

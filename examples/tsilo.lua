@@ -8,6 +8,15 @@
 
 local FLT_EXIT = 0
 
+-- Kamailio 6.1's TM no longer matches replies of a transaction that is over (tm modparam
+-- reply_matching): the late 487 of a device cancelled after another answered would reach the
+-- caller statelessly, after its 200. Earlier versions absorb it in TM; this is right for all.
+function ksr_reply_route()
+	if KSR.pv.get("$rs") >= 300 and KSR.tm.t_check_trans() < 0 then
+		KSR.x.drop()
+	end
+end
+
 function ksr_request_route()
 	woken = nil -- per request: the device ksr_route_register appends for
 	if KSR.maxfwd.process_maxfwd(10) < 0 then

@@ -96,7 +96,7 @@ fn node_b_stopping_does_not_disturb_node_a() {
     assert!(wait_contact(&a, "dave", &watch.contact_uri()), "A never got the contact B saved");
     let winv = watch.expect_request("INVITE", SECS(5));
     watch.reply(&winv, 180, "Ringing");
-    let baseline = a.shm_used();
+    let baseline = a.shm_used_idle();
     drop(b); // stopped mid-call
     watch.reply(&winv, 486, "Busy Here");
     phone.reply(&inv, 486, "Busy Here");
@@ -122,7 +122,7 @@ fn node_b_stopping_does_not_disturb_node_a() {
     assert!(a.kamcmd(&["core.version"]).is_ok());
     // Nothing of ours leaks on A: three calls' entries would be gone, and the registrations of
     // dave's two devices and DMQ's view of B are all that may remain (well under 64 KiB).
-    let after = a.shm_used();
+    let after = a.shm_used_idle();
     eprintln!("node A shm used: {baseline} before B stopped, {after} after three calls");
     assert!(after <= baseline + 65536, "node A shm grew from {baseline} to {after}");
     assert_eq!(a.stat("tsilo:stored_ruris"), 0);

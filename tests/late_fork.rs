@@ -86,7 +86,7 @@ fn late_fork_to_a_second_and_third_device_and_the_answer_cancels_the_others() {
     three_device_call(&k, &alice, &phone, &tablet, &laptop, 1);
     assert_eq!(k.stat("tsilo:added_branches"), 2);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)), "silo not emptied");
-    let baseline = k.shm_used();
+    let baseline = k.shm_used_idle();
 
     // The same again, the tablet and laptop asleep (unregistered) each time: shm comes back.
     for round in 2..=4 {
@@ -97,7 +97,7 @@ fn late_fork_to_a_second_and_third_device_and_the_answer_cancels_the_others() {
     assert_eq!(k.stat("tsilo:added_branches"), 8);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
     assert_eq!(k.stat("tsilo:stored_ruris"), 0);
-    let after = k.shm_used();
+    let after = k.shm_used_idle();
     eprintln!("shm used: baseline {baseline}, after 3 more late-fork calls {after}");
     assert!(after <= baseline + 512, "shm grew from {baseline} to {after}");
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
@@ -133,7 +133,7 @@ fn hundreds_of_late_forks_leave_shm_and_pkg_where_they_were() {
         call_once();
     }
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
-    let (shm, pkg) = (k.shm_used() as i64, pkg_used_total(&k));
+    let (shm, pkg) = (k.shm_used_idle() as i64, pkg_used_total(&k));
     for i in 0..300 {
         call_once();
         // Ended calls stay stored until TM frees them (wt_timer): keep bob under
@@ -144,7 +144,7 @@ fn hundreds_of_late_forks_leave_shm_and_pkg_where_they_were() {
     }
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
     assert_eq!(k.stat("tsilo:stored_ruris"), 0);
-    let (shm_after, pkg_after) = (k.shm_used() as i64, pkg_used_total(&k));
+    let (shm_after, pkg_after) = (k.shm_used_idle() as i64, pkg_used_total(&k));
     eprintln!("300 late forks: shm {shm} -> {shm_after}, pkg (all processes) {pkg} -> {pkg_after}");
     assert!(shm_after - shm < 4 * 1024, "shm grew from {shm} to {shm_after} over 300 calls");
     assert!(pkg_after - pkg < 4 * 1024, "pkg grew from {pkg} to {pkg_after} over 300 calls");
@@ -406,10 +406,47 @@ fn bad_input_gives_the_documented_codes_and_a_log_line() {
     assert_eq!(append_rc(&k, "b6"), -1);
     assert!(k.wait_log("Contact: * (a de-registration)", SECS(2)));
     dev.expect_no_request("INVITE", MS(300));
+    // A REGISTER without Contact (asking for the bindings) names no contact either (upstream
+    // added the NULL check of the parsed Contact after 6.0.1).
+    let query = star.replace("Contact: *\r\nExpires: 0\r\n", "").replace("X-Tag: b6", "X-Tag: b7").replace("star1", "star2").replace("CSeq: 1", "CSeq: 2");
+    dev.send(&query);
+    dev.final_reply("REGISTER", SECS(5));
+    assert_eq!(append_rc(&k, "b7"), -1);
+    dev.expect_no_request("INVITE", MS(300));
     // Still up and answering.
     assert_eq!(alice.options().and_then(|r| r.status()), Some(200));
     assert!(k.alive());
     assert!(!k.log().contains("BUG: panic"));
+}
+
+#[test]
+fn an_append_leaves_the_scripts_current_transaction_as_it_was() {
+    // Upstream fixed this in ts_append_branches after 6.0.1 (a transaction not found left TM's
+    // current transaction changed); ours restores it on every path of every append.
+    let mut k = start(30000);
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (first, inv) = ringing_call(&alice, &phone);
+    // A second call, whose route (current transaction: its own) appends to a transaction that
+    // does not exist, then to bob's calls (the first, and itself, held by its own route).
+    let second = alice.call_uri("INVITE", "sip:bob@127.0.0.1", "X-Restore: sip:bob@127.0.0.1\r\nX-Tindex: 1\r\nX-Tlabel: 1\r\n");
+    let needle = format!("restore[{}] ", second.call_id);
+    assert!(k.wait_log(&needle, SECS(5)), "{}", k.log_tail(30));
+    let log = k.log();
+    let ids: Vec<&str> = log.lines().find_map(|l| l.split_once(&needle)).unwrap().1.split_whitespace().collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(ids[0].contains(':') && !ids[0].starts_with(':'), "no current transaction before: {ids:?}");
+    assert!(ids.iter().all(|id| *id == ids[0]), "the current transaction changed: {ids:?}");
+    assert!(k.wait_log("transaction [1:1] not found", SECS(2)));
+    let inv2 = phone.expect_request("INVITE", SECS(5));
+    assert_eq!(inv2.call_id(), second.call_id, "the second call is relayed as usual");
+    phone.reply(&inv2, 180, "Ringing");
+    for (call, inv) in [(&first, &inv), (&second, &inv2)] {
+        alice.cancel(call);
+        phone.answer_cancel(inv, SECS(5));
+    }
+    assert!(k.alive());
 }
 
 #[test]

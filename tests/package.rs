@@ -34,7 +34,7 @@ fn the_stock_config_loads_the_packaged_module() {
     let push = PushStub::start();
     let k = Kamailio::start_unchanged(&manifest_path("examples/kamailio.cfg"), &[format!("PUSH_URL=\"{}\"", push.url())]);
     // Kamailio mapped the tsilo.so at the stock path, and it is ours (the diversion).
-    assert_eq!(mapped_tsilo(&k), (vec![format!("{STOCK_MODULES}/tsilo.so")], true));
+    assert_eq!(mapped_tsilo(&k), (vec![format!("{}/tsilo.so", stock_modules())], true));
     woken_device_answers(&k, &push);
 }
 
@@ -46,7 +46,7 @@ fn a_c_compatible_config_late_forks_with_whichever_module_is_installed() {
     let ours = state();
     let cfg = include_str!("../bench/bench.cfg").replace("{TSILO_SO}", "tsilo.so").replace("{CHILDREN}", "4").replace("{FR_INV}", "30000").replace("\ndebug=1\n", "\ndebug=2\n"); // INFO: the start-up line
     let k = Kamailio::start_stock(&cfg);
-    assert_eq!(mapped_tsilo(&k), (vec![format!("{STOCK_MODULES}/tsilo.so")], ours));
+    assert_eq!(mapped_tsilo(&k), (vec![format!("{}/tsilo.so", stock_modules())], ours));
     let alice = Ua::new("alice", k.port);
     let phone = Ua::new("bob", k.port);
     let tablet = Ua::new("bob", k.port);

@@ -2,7 +2,7 @@
 //! interleaved rounds (C, ours, C, ours, ...), reported as ratios ours/C.
 //! `make soak`: a long mixed run against ours, checking nothing deadlocks, leaks or is lost.
 //!
-//! tsilo-bench bench [--smoke] [--out FILE] [--readme FILE]
+//! tsilo-bench bench [--smoke] [--out FILE] [--readme FILE [--section NAME]]
 //! tsilo-bench soak  [--smoke] [--calls N]
 
 #[path = "../../tests/harness/mod.rs"]
@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const CFG: &str = include_str!("../bench.cfg");
-const C_MODULE: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/tsilo.so";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Module {
@@ -30,7 +29,8 @@ enum Module {
 impl Module {
     fn path(self) -> PathBuf {
         match self {
-            Module::C => PathBuf::from(C_MODULE),
+            // The installed Kamailio's C module (Debian's, or an upstream build's).
+            Module::C => PathBuf::from(harness::stock_modules()).join("tsilo.so"),
             Module::Ours => harness::module_dir().join("tsilo.so"),
         }
     }
@@ -360,7 +360,7 @@ fn fanout(module: Module, plan: &Plan, run: u32) -> Result<Vec<(usize, f64, f64)
     Ok(out)
 }
 
-fn bench(smoke: bool, out: Option<PathBuf>, readme: Option<PathBuf>) -> Result<(), String> {
+fn bench(smoke: bool, out: Option<PathBuf>, readme: Option<PathBuf>, section: Option<String>) -> Result<(), String> {
     let plan = Plan::new(smoke);
     let mut rounds: Vec<(Module, Round)> = Vec::new();
     let started = Instant::now();
@@ -398,7 +398,7 @@ fn bench(smoke: bool, out: Option<PathBuf>, readme: Option<PathBuf>) -> Result<(
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = readme {
-        report.update_readme(&path)?;
+        report.update_readme(&path, section.as_deref())?;
         eprintln!("updated {}", path.display());
     }
     Ok(())
@@ -485,7 +485,7 @@ fn main() {
     let smoke = args.iter().any(|a| a == "--smoke");
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let result = match args.first().map(String::as_str) {
-        Some("bench") => bench(smoke, value("--out").map(PathBuf::from), value("--readme").map(PathBuf::from)),
+        Some("bench") => bench(smoke, value("--out").map(PathBuf::from), value("--readme").map(PathBuf::from), value("--section")),
         Some("soak") => soak(smoke, value("--calls").and_then(|v| v.parse().ok())),
         // Diagnostics: the fan-out measurement alone, C and ours interleaved.
         Some("fanout") => (|| -> Result<(), String> {
@@ -511,7 +511,7 @@ fn main() {
             let module = if args.iter().any(|a| a == "--c") { Module::C } else { Module::Ours };
             scaling(module, &Plan::new(smoke), 300).map(|v| println!("{v:?}"))
         }
-        _ => Err("usage: tsilo-bench bench [--smoke] [--out FILE] [--readme FILE] | soak [--smoke] [--calls N]".into()),
+        _ => Err("usage: tsilo-bench bench [--smoke] [--out FILE] [--readme FILE [--section NAME]] | soak [--smoke] [--calls N]".into()),
     };
     if let Err(e) = result {
         eprintln!("tsilo-bench: {e}");

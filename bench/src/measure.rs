@@ -157,7 +157,8 @@ impl Report {
         let rounds = self.rounds.len() / 2;
         let _ = writeln!(
             s,
-            "Measured {} on {} ({}{} interleaved rounds per module; {} late-fork calls per round at {:.0} calls/s over {} users; medians).\n",
+            "{}: measured {} on {} ({}{} interleaved rounds per module; {} late-fork calls per round at {:.0} calls/s over {} users; medians).\n",
+            crate::harness::installed_version().trim_end(),
             Self::date(),
             Self::machine(),
             if self.smoke { "SMOKE run, numbers not meaningful; " } else { "" },
@@ -279,9 +280,12 @@ impl Report {
         )
     }
 
-    /// Replaces the README's text between the performance markers with the table.
-    pub fn update_readme(&self, path: &Path) -> Result<(), String> {
-        let (start, end) = ("<!-- bench:start -->", "<!-- bench:end -->");
+    /// Replaces the README's text between the performance markers with the table: `bench`'s, or
+    /// `bench-SECTION`'s (an upstream Kamailio's table, beside Debian's).
+    pub fn update_readme(&self, path: &Path, section: Option<&str>) -> Result<(), String> {
+        let name = section.map_or("bench".to_string(), |s| format!("bench-{s}"));
+        let (start, end) = (format!("<!-- {name}:start -->"), format!("<!-- {name}:end -->"));
+        let (start, end) = (start.as_str(), end.as_str());
         let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
         let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
             return Err(format!("{} has no {start} ... {end} section", path.display()));

@@ -46,19 +46,17 @@ stats!(
     store_catch_up,
 );
 
-/// Registers the statistics (mod_init, before fork). Kamailio keeps the table's pointers.
+/// Registers the statistics (mod_init, before fork); a core built without STATISTICS has none
+/// to register (an INFO line says so; ts.stats still answers). False on an error.
 pub fn register() -> bool {
-    let mut table: Vec<sys::stat_export_t> = STATS
-        .iter()
-        .map(|&(name, f)| sys::stat_export_t {
-            name: name.as_ptr() as *mut c_char,
-            flags: (sys::STAT_NO_RESET | sys::STAT_IS_FUNC) as i32,
-            // With STAT_IS_FUNC the core takes this field as the function to call.
-            stat_pointer: f as *mut *mut sys::stat_var,
-        })
-        .collect();
-    table.push(sys::stat_export_t { name: std::ptr::null_mut(), flags: 0, stat_pointer: std::ptr::null_mut() });
-    let table = table.leak();
-    // SAFETY: a NULL-terminated table that lives for the process's life.
-    unsafe { sys::register_module_stats(c"tsilo".as_ptr() as *mut c_char, table.as_mut_ptr()) == 0 }
+    let names: Vec<*const c_char> = STATS.iter().map(|(name, _)| name.as_ptr()).collect();
+    let reads: Vec<extern "C" fn() -> sys::counter_val_t> = STATS.iter().map(|&(_, f)| f).collect();
+    // SAFETY: both arrays hold STATS.len() items; the names are 'static, the shim copies the rest.
+    let rc = unsafe {
+        sys::tsilo_shim_register_stats(c"tsilo".as_ptr(), names.as_ptr(), reads.as_ptr() as *const Option<unsafe extern "C" fn() -> sys::counter_val_t>, STATS.len() as i32)
+    };
+    if rc == 1 {
+        lm_info!("this Kamailio was built without statistics (STATISTICS): tsilo has none; ts.stats still answers");
+    }
+    rc >= 0
 }

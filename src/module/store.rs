@@ -78,23 +78,22 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
         f
     });
     let mut catch_up = Vec::new();
-    let rc = match silo.store(key, id) {
-        Ok(Stored::New(handle)) => {
-            if !tm::on_destroy(msg, t, ts_on_destroy, handle.as_ptr().cast()) {
-                lm_err!("failed to register the TM callback for transaction {}:{}", id.index, id.label);
-                // SAFETY: just stored, and no callback will ever remove it.
-                unsafe { silo.remove(handle) };
-                -1
-            } else {
-                lm_dbg!("transaction {}:{} stored for {}", id.index, id.label, show(key));
-                // Appends that found nothing since this route started: carried out when it ends.
-                catch_up = clock.map(|since| silo.missed_since(key, since)).unwrap_or_default();
-                if !catch_up.is_empty() {
-                    lm_dbg!("{} append(s) for {} found nothing since this route started: caught up after it", catch_up.len(), show(key));
-                    silo.counters.store_catch_up.fetch_add(1, Relaxed);
-                }
-                1
+    // TM's TMCB_DESTROY removes the entry; without it, the entry is not kept.
+    let watch = |handle: crate::silo::TxHandle| tm::on_destroy(msg, t, ts_on_destroy, handle.as_ptr().cast());
+    let rc = match silo.store_watched(key, id, watch) {
+        Ok(Stored::New(_)) => {
+            lm_dbg!("transaction {}:{} stored for {}", id.index, id.label, show(key));
+            // Appends that found nothing since this route started: carried out when it ends.
+            catch_up = clock.map(|since| silo.missed_since(key, since)).unwrap_or_default();
+            if !catch_up.is_empty() {
+                lm_dbg!("{} append(s) for {} found nothing since this route started: caught up after it", catch_up.len(), show(key));
+                silo.counters.store_catch_up.fetch_add(1, Relaxed);
             }
+            1
+        }
+        Err(StoreError::WatchFailed) => {
+            lm_err!("failed to register the TM callback for transaction {}:{}: not stored", id.index, id.label);
+            -1
         }
         Ok(Stored::Duplicate) => {
             lm_dbg!("transaction {}:{} already stored for {}", id.index, id.label, show(key));

@@ -129,6 +129,8 @@ pub enum StoreError {
     TableFull,
     /// `max_transactions_per_aor` reached for this AoR.
     AorFull,
+    /// The callback that would remove it could not be registered: it was not kept.
+    WatchFailed,
 }
 
 /// How full the table is, for `ts.stats`.
@@ -275,6 +277,21 @@ impl<A: ShmAlloc> Silo<A> {
     fn lock(&self, slot: *mut Slot) -> ShmMutexGuard<'_> {
         // SAFETY: slots live as long as the silo; the lock is only used through shared references.
         unsafe { (*slot).lock.lock() }
+    }
+
+    /// `store`, then `watch(handle)` for a new entry (the caller registers what removes it when
+    /// its transaction goes, TM's TMCB_DESTROY): if that fails, the entry is removed again, so
+    /// nothing stays that no callback would ever remove.
+    pub fn store_watched(&self, key: &[u8], id: TransactionId, watch: impl FnOnce(TxHandle) -> bool) -> Result<Stored, StoreError> {
+        let stored = self.store(key, id)?;
+        if let Stored::New(handle) = stored {
+            if !watch(handle) {
+                // SAFETY: just stored, and nothing else knows the handle.
+                unsafe { self.remove(handle) };
+                return Err(StoreError::WatchFailed);
+            }
+        }
+        Ok(stored)
     }
 
     /// Stores `id` for the AoR `key`, creating the AoR's record if it is the first.

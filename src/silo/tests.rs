@@ -422,6 +422,32 @@ fn load_reports_slots_chains_and_the_busiest_aor() {
     unsafe { Silo::destroy(ptr) };
 }
 
+#[test]
+fn an_entry_whose_removal_callback_cannot_be_registered_is_not_kept() {
+    // Upstream fixed this after 6.0.1 (the C module kept the entry, and leaked it, when TM
+    // refused the callback).
+    let heap = CountingHeap::new();
+    let ptr = Silo::create(heap, 8, Limits::default()).unwrap();
+    let silo = unsafe { ptr.as_ref() };
+    let baseline = heap.live();
+    assert_eq!(silo.store_watched(b"alice", id(1, 1), |_| false), Err(StoreError::WatchFailed));
+    let mut ids = Vec::new();
+    assert!(!silo.transactions_of(b"alice", &mut ids) && ids.is_empty(), "not kept: {ids:?}");
+    assert_eq!(silo.counters.stored_transactions.load(Relaxed), 0);
+    assert_eq!(heap.live(), baseline, "entry and record freed");
+    // Beside another entry of the same AoR: only the new one goes.
+    let kept = stored(silo.store_watched(b"alice", id(2, 2), |_| true));
+    assert_eq!(silo.store_watched(b"alice", id(3, 3), |_| false), Err(StoreError::WatchFailed));
+    assert!(silo.transactions_of(b"alice", &mut ids));
+    assert_eq!(ids, [id(2, 2)]);
+    // A duplicate is not watched twice.
+    assert_eq!(silo.store_watched(b"alice", id(2, 2), |_| panic!("already watched")), Ok(Stored::Duplicate));
+    unsafe { silo.remove(kept) };
+    assert_eq!(heap.live(), baseline);
+    unsafe { Silo::destroy(ptr) };
+    assert_eq!(heap.live(), 0);
+}
+
 // ---- transactions in flight, misses ----
 
 #[test]
