@@ -450,6 +450,37 @@ fn an_append_leaves_the_scripts_current_transaction_as_it_was() {
 }
 
 #[test]
+fn a_panic_inside_an_append_releases_its_transaction() {
+    // TSILO_FAILPOINT=append-panic: the first append panics while it holds the call. The panic
+    // is caught (a BUG line, the function returns an error), and the hold ends with it (a drop
+    // guard): the next append is not left on a transaction nobody holds any more.
+    let mut k = Kamailio::start_env(&CFG.replace("{FR_INV}", "30000").replace("{USE_DOMAIN}", "0"), &[("TSILO_FAILPOINT", "append-panic")]);
+    k.tolerate.push("failpoint append-panic".to_string());
+    let alice = Ua::new("alice", k.port);
+    let phone = Ua::new("bob", k.port);
+    let tablet = Ua::new("bob", k.port);
+    let laptop = Ua::new("bob", k.port);
+    phone.register(&tagged("phone", "none"));
+    let (call, inv) = ringing_call(&alice, &phone);
+    tablet.register(&tagged("tablet", "append"));
+    assert!(append_rc(&k, "tablet") < 0);
+    assert!(k.wait_log("BUG: panic at", SECS(2)), "{}", k.log_tail(20));
+    tablet.expect_no_request("INVITE", MS(200));
+    // The laptop's append goes through at once, and rings the tablet too (registered, no branch).
+    laptop.register(&tagged("laptop", "append"));
+    assert_eq!(append_rc(&k, "laptop"), 1);
+    for ua in [&tablet, &laptop] {
+        let late = ua.expect_request("INVITE", SECS(5));
+        assert_eq!(late.call_id(), call.call_id);
+        ua.reply(&late, 180, "Ringing");
+    }
+    assert_eq!(k.kamcmd(&["ts.stats"]).unwrap().lines().find(|l| l.contains("in_flight")).map(str::trim), Some("in_flight: 0"));
+    alice.cancel(&call);
+    phone.answer_cancel(&inv, SECS(5));
+    assert!(k.alive());
+}
+
+#[test]
 fn an_empty_table_name_stops_kamailio_at_startup() {
     let cfg = CFG.replace("{FR_INV}", "30000").replace("{USE_DOMAIN}", "0").replace(
         "\t\tts_append(\"location\", \"$tu\");\n\t\t$var(rc) = $rc;\n\t}",

@@ -148,6 +148,24 @@ pub fn append_to_cached(id: TransactionId, branches: &Branches, only: Only, cach
     append_to_at(id, 0, branches, only, cache)
 }
 
+/// Test hook (tests/late_fork.rs): with TSILO_FAILPOINT=append-panic in Kamailio's environment,
+/// the first append (of any process: the one that creates the file `failpoint-append-panic` in
+/// Kamailio's working directory) panics while it holds its transaction, which the drop guard
+/// must release.
+static FAILPOINT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// mod_init: reads TSILO_FAILPOINT (see FAILPOINT).
+pub fn arm_failpoints() {
+    if std::env::var("TSILO_FAILPOINT").as_deref() == Ok("append-panic") {
+        lm_warn!("TSILO_FAILPOINT=append-panic: the first append will panic (a test hook)");
+        FAILPOINT.store(true, Relaxed);
+    }
+}
+
+fn failpoint_fires() -> bool {
+    FAILPOINT.load(Relaxed) && std::fs::OpenOptions::new().write(true).create_new(true).open("failpoint-append-panic").is_ok()
+}
+
 /// `append_to_cached` for the transaction at `cell` (0: unknown), whose birth it also finds.
 fn append_to_at(id: TransactionId, cell: usize, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
     let silo = silo().ok_or(FAILED)?;
@@ -155,6 +173,9 @@ fn append_to_at(id: TransactionId, cell: usize, branches: &Branches, only: Only,
         Claim::Mine(held) => flight::Held::new(held, id),
         other => return left(id, other),
     };
+    if failpoint_fires() {
+        panic!("failpoint append-panic");
+    }
     // This process may be running the route on it (an append left to the end of that route).
     let ours = tm::current().is_some_and(|t| t.id() == id);
     for _ in 0..3 {

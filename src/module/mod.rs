@@ -181,6 +181,7 @@ extern "C" fn mod_init() -> c_int {
             lm_err!("mod_init called twice");
             return -1;
         }
+        append::arm_failpoints();
         if !flight::register() {
             lm_err!("failed to register the script and TM callbacks");
             return -1;
