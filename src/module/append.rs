@@ -138,14 +138,14 @@ pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>)
         }
         false => 0,
     };
-    append_code(append_to_at(id, cell, branches, contact.into(), &mut LookupCache::once()))
+    append_code(append_to_at(id, cell, true, branches, contact.into(), &mut LookupCache::once()))
 }
 
 /// Appends branches to one transaction, or leaves the append for the process that holds it
 /// (the route that stored it may still be relaying it, see `flight`), and says what it did.
 /// `cache` is shared by the appends to one AoR's transactions.
 pub fn append_to_cached(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
-    append_to_at(id, 0, branches, only, cache)
+    append_to_at(id, 0, false, branches, only, cache)
 }
 
 /// Test hook (tests/late_fork.rs): with TSILO_FAILPOINT=append-panic in Kamailio's environment,
@@ -166,8 +166,9 @@ fn failpoint_fires() -> bool {
     FAILPOINT.load(Relaxed) && std::fs::OpenOptions::new().write(true).create_new(true).open("failpoint-append-panic").is_ok()
 }
 
-/// `append_to_cached` for the transaction at `cell` (0: unknown), whose birth it also finds.
-fn append_to_at(id: TransactionId, cell: usize, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
+/// `append_to_cached` for the transaction at `cell` (0: unknown), whose birth it also finds;
+/// `named`: the caller gave its id (ts_append_to), rather than the silo or a left request.
+fn append_to_at(id: TransactionId, cell: usize, named: bool, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
     let silo = silo().ok_or(FAILED)?;
     let held = match silo.claim_at(id, cell, || flight::encode(branches, only)) {
         Claim::Mine(held) => flight::Held::new(held, id),
@@ -179,7 +180,7 @@ fn append_to_at(id: TransactionId, cell: usize, branches: &Branches, only: Only,
     // This process may be running the route on it (an append left to the end of that route).
     let ours = tm::current().is_some_and(|t| t.id() == id);
     for _ in 0..3 {
-        match append_now(id, branches, only, cache, !ours) {
+        match append_now(id, branches, only, cache, !ours, named) {
             Now::Done(outcome) => return outcome,
             // Another process's t_continue() runs a route on it now, which may relay: wait for
             // the end of that route (it never waits on an append, so this cannot deadlock) and
@@ -270,8 +271,9 @@ enum Now {
 
 /// Appends branches to one transaction now: the caller holds it (`claim`). The caller's
 /// destination set is left as it was. `others`: a t_continue() running on it is another
-/// process's (else this process runs that route: the append goes on).
-fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache, others: bool) -> Now {
+/// process's (else this process runs that route: the append goes on). `named`: the caller gave
+/// the id (a transaction gone is then an error, not a race with its end).
+fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache, others: bool, named: bool) -> Now {
     let _restore = tm::CurrentRestore::save();
     let _dset = dset::Isolated::new();
     let count = |c: fn(&Counters) -> &AtomicU64| {
@@ -280,7 +282,13 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
         }
     };
     let Some(t) = tm::lookup(id) else {
-        lm_err!("transaction [{}:{}] not found", id.index, id.label);
+        if named {
+            lm_err!("transaction [{}:{}] not found", id.index, id.label);
+        } else {
+            // Found in the silo a moment ago: TM ended it since (it leaves TM's table before its
+            // destroy callback takes it out of the silo). Not an error.
+            lm_dbg!("transaction [{}:{}] ended meanwhile", id.index, id.label);
+        }
         count(|c| &c.append_not_found);
         return Now::Done(Err(NOT_FOUND));
     };
