@@ -7,8 +7,12 @@ use harness::*;
 
 const CFG: &str = include_str!("configs/tsilo.cfg");
 
+fn config(fr_inv_ms: u32) -> String {
+    CFG.replace("{FR_INV}", &fr_inv_ms.to_string()).replace("{USE_DOMAIN}", "0")
+}
+
 fn start(fr_inv_ms: u32) -> Kamailio {
-    Kamailio::start(&CFG.replace("{FR_INV}", &fr_inv_ms.to_string()).replace("{USE_DOMAIN}", "0"))
+    Kamailio::start(&config(fr_inv_ms))
 }
 
 fn tagged(tag: &str, append: &str) -> String {
@@ -454,7 +458,7 @@ fn a_panic_inside_an_append_releases_its_transaction() {
     // TSILO_FAILPOINT=append-panic: the first append panics while it holds the call. The panic
     // is caught (a BUG line, the function returns an error), and the hold ends with it (a drop
     // guard): the next append is not left on a transaction nobody holds any more.
-    let mut k = Kamailio::start_env(&CFG.replace("{FR_INV}", "30000").replace("{USE_DOMAIN}", "0"), &[("TSILO_FAILPOINT", "append-panic")]);
+    let mut k = Kamailio::start_env(&config(30000), &[("TSILO_FAILPOINT", "append-panic")]);
     k.tolerate.push("failpoint append-panic".to_string());
     let alice = Ua::new("alice", k.port);
     let phone = Ua::new("bob", k.port);
@@ -482,7 +486,7 @@ fn a_panic_inside_an_append_releases_its_transaction() {
 
 #[test]
 fn an_empty_table_name_stops_kamailio_at_startup() {
-    let cfg = CFG.replace("{FR_INV}", "30000").replace("{USE_DOMAIN}", "0").replace(
+    let cfg = config(30000).replace(
         "\t\tts_append(\"location\", \"$tu\");\n\t\t$var(rc) = $rc;\n\t}",
         "\t\tts_append(\"\", \"$tu\");\n\t\t$var(rc) = $rc;\n\t}",
     );
