@@ -78,7 +78,7 @@ fn late_device_rings_after(case: &Case, mode: Mode, rpcs: &[&[&str]]) {
     tablet.reply(&tinv, 180, "Ringing");
     tablet.expect_no_request("INVITE", MS(500));
     phone.expect_no_request("INVITE", MS(100));
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
 }
 

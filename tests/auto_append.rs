@@ -37,11 +37,11 @@ fn new_devices_get_branches_without_script_calls_and_a_reregister_gets_none() {
     phone.register(QUIET);
     tablet.expect_no_request("INVITE", MS(500));
     phone.expect_no_request("INVITE", MS(100));
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
 
     laptop.register(QUIET);
     let laptop_inv = laptop.expect_request("INVITE", SECS(5));
-    assert_eq!(k.stat("tsilo:added_branches"), 2);
+    k.expect_stat("tsilo:added_branches", 2);
     laptop.reply(&laptop_inv, 200, "OK");
     phone.answer_cancel(&phone_inv, SECS(5));
     tablet.answer_cancel(&tablet_inv, SECS(5));
@@ -86,7 +86,7 @@ fn many_concurrent_calls_and_registrations_no_deadlock() {
         t.join().expect("a caller thread failed");
     }
     assert!(k.kamcmd(&["core.version"]).is_ok(), "Kamailio stopped answering");
-    assert_eq!(k.stat("tsilo:added_branches"), 3 * users);
+    k.expect_stat("tsilo:added_branches", 3 * users);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
 }
@@ -106,5 +106,5 @@ fn a_contact_added_by_a_process_without_a_script_gets_its_branch() {
     k.kamcmd(&["ul.add", "location", "bob", &contact, "3600", "1.0", "s:0", "0", "0", "0"]).unwrap();
     let dinv = desk.expect_request("INVITE", SECS(5));
     assert_eq!(dinv.call_id(), inv.call_id());
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
 }

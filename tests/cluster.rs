@@ -41,7 +41,7 @@ fn a_device_registering_on_b_gets_the_invite_waiting_on_a() {
     let ok = alice.final_reply("INVITE", SECS(5));
     assert_eq!(ok.status(), Some(200), "{}", ok.raw);
     alice.hangup_via(&call, &ok, &tablet);
-    assert_eq!(a.stat("tsilo:added_branches"), 1);
+    a.expect_stat("tsilo:added_branches", 1);
     assert_eq!(b.stat("tsilo:added_branches"), 0, "B stores no call, appends nothing");
     assert!(a.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
     assert!(a.module_errors().is_empty() && b.module_errors().is_empty());

@@ -95,7 +95,7 @@ fn each_pushable_device_is_pushed_and_rings_once_woken(flavour: Flavour) {
     tablet.ua.expect_no_request("INVITE", MS(100));
     laptop.ua.expect_no_request("INVITE", MS(100));
     assert_eq!(push.pushes_for("bob").len(), 2);
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
     alice.in_dialog(&call, &ok, "BYE", call.cseq + 1);
     let bye = tablet_now.ua.expect_request("BYE", SECS(5));
     tablet_now.ua.reply(&bye, 200, "OK");
@@ -143,7 +143,7 @@ fn suspended_call_resumes_when_the_first_device_registers(flavour: Flavour) {
     for stale in [&phone.ua, &tablet.ua] {
         stale.expect_no_request("INVITE", MS(100));
     }
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
 }
 
@@ -222,7 +222,7 @@ fn message_reaches_the_woken_device(flavour: Flavour) {
     woken.ua.reply(&m, 200, "OK");
     assert_eq!(alice.final_reply("MESSAGE", SECS(5)).status(), Some(200));
     tablet.ua.expect_no_request("MESSAGE", MS(100));
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
 }
 

@@ -77,7 +77,7 @@ fn every_kemi_export_does_what_the_readme_says() {
     assert_eq!(pinv.call_id(), call.call_id);
 
     // Phone, tablet, laptop, carol, watch, desk, pager: six appended branches.
-    assert_eq!(k.stat("tsilo:added_branches"), 6);
+    k.expect_stat("tsilo:added_branches", 6);
     alice.cancel(&call);
     for (ua, inv) in [(&phone, &inv), (&tablet, &tinv), (&laptop, &linv), (&carol, &cinv), (&watch, &winv), (&desk, &dinv), (&pager, &pinv)] {
         ua.answer_cancel(inv, SECS(5));

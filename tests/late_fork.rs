@@ -88,7 +88,7 @@ fn late_fork_to_a_second_and_third_device_and_the_answer_cancels_the_others() {
     assert_eq!(append_rc(&k, "phone"), -2, "nothing stored for bob yet");
 
     three_device_call(&k, &alice, &phone, &tablet, &laptop, 1);
-    assert_eq!(k.stat("tsilo:added_branches"), 2);
+    k.expect_stat("tsilo:added_branches", 2);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)), "silo not emptied");
     let baseline = k.shm_used_idle();
 
@@ -98,7 +98,7 @@ fn late_fork_to_a_second_and_third_device_and_the_answer_cancels_the_others() {
         laptop.unregister();
         three_device_call(&k, &alice, &phone, &tablet, &laptop, round);
     }
-    assert_eq!(k.stat("tsilo:added_branches"), 8);
+    k.expect_stat("tsilo:added_branches", 8);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(10)));
     assert_eq!(k.stat("tsilo:stored_ruris"), 0);
     let after = k.shm_used_idle();
@@ -152,7 +152,7 @@ fn hundreds_of_late_forks_leave_shm_and_pkg_where_they_were() {
     eprintln!("300 late forks: shm {shm} -> {shm_after}, pkg (all processes) {pkg} -> {pkg_after}");
     assert!(shm_after - shm < 4 * 1024, "shm grew from {shm} to {shm_after} over 300 calls");
     assert!(pkg_after - pkg < 4 * 1024, "pkg grew from {pkg} to {pkg_after} over 300 calls");
-    assert_eq!(k.stat("tsilo:added_branches"), 330);
+    k.expect_stat("tsilo:added_branches", 330);
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn with_use_domain_a_register_appends_to_the_calls_of_its_own_domain_only() {
     assert_eq!(tinv.call_id(), here.call_id);
     tablet.reply(&tinv, 180, "Ringing");
     tablet.expect_no_request("INVITE", MS(300));
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
     for (call, ua_invs) in [(&here, vec![(&phone, &inv1), (&tablet, &tinv)]), (&there, vec![(&phone, &inv2)])] {
         alice.cancel(call);
         for (ua, inv) in ua_invs {
@@ -325,7 +325,7 @@ fn ts_append_to_with_three_and_four_parameters() {
     desk.reply(&dinv, 180, "Ringing");
     laptop.expect_no_request("INVITE", MS(300));
     tablet.expect_no_request("INVITE", MS(100));
-    assert_eq!(k.stat("tsilo:added_branches"), 2);
+    k.expect_stat("tsilo:added_branches", 2);
     // No contact for the URI: -4.
     laptop.register(&tagged_to("laptop2", "to4", (&index, &label), "X-Uri: sip:nobody@127.0.0.1\r\n"));
     assert_eq!(append_rc(&k, "laptop2"), -4);
@@ -350,14 +350,14 @@ fn ts_append_by_contact_adds_exactly_one_branch() {
     assert_eq!(append_rc(&k, "laptop"), 1);
     laptop.expect_request("INVITE", SECS(5));
     tablet.expect_no_request("INVITE", MS(500));
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
 
     // The watch's REGISTER names the tablet's contact: only the tablet rings.
     watch.register(&format!("{}X-Contact: {}\r\n", tagged("watch", "contact3"), tablet.contact_uri()));
     assert_eq!(append_rc(&k, "watch"), 1);
     tablet.expect_request("INVITE", SECS(5));
     watch.expect_no_request("INVITE", MS(500));
-    assert_eq!(k.stat("tsilo:added_branches"), 2);
+    k.expect_stat("tsilo:added_branches", 2);
 }
 
 #[test]
@@ -373,7 +373,7 @@ fn ts_append_branches_sends_the_destination_set_the_script_built() {
     assert_eq!(append_rc(&k, "tablet"), 1);
     desk.expect_request("INVITE", SECS(5));
     tablet.expect_no_request("INVITE", MS(500));
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
 }
 
 #[test]

@@ -82,7 +82,7 @@ fn ts_append_rpc_appends_now_and_rejects_bad_arguments() {
     assert_eq!(field(&out, "Branches"), 1, "{out}");
     let tinv = tablet.expect_request("INVITE", SECS(5));
     assert_eq!(tinv.call_id(), inv.call_id());
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
 
     // A table without bob's contacts: the append finds no contact, and says so.
     let out = k.kamcmd(&["ts.append", "sip:bob@127.0.0.1", "nosuchtable"]).unwrap();

@@ -64,5 +64,5 @@ fn a_c_compatible_config_late_forks_with_whichever_module_is_installed() {
     let ok = alice.final_reply("INVITE", SECS(5));
     assert_eq!(ok.status(), Some(200));
     alice.hangup_via(&call, &ok, &tablet);
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
 }

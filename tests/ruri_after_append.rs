@@ -113,7 +113,7 @@ fn a_failure_route_relays_its_r_uri_with_its_branch_flag_after_an_append() {
     assert!(!k.log().contains("relay to"), "{}", k.log_tail(20));
     tablet.reply(&tinv, 180, "Ringing");
     carol.reply(&cinv, 180, "Ringing");
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
     assert!(k.module_errors().is_empty(), "{:?}", k.module_errors());
 }
 

@@ -268,6 +268,16 @@ impl Kamailio {
             .unwrap_or_else(|| panic!("no statistic {name} in {out}"))
     }
 
+    /// Asserts that a statistic reaches `value` within 3 s. An append counts its branches once
+    /// TM has sent them, so a device may see its INVITE a moment before the counter moves (an
+    /// append carried out at the end of a route most of all).
+    #[track_caller]
+    pub fn expect_stat(&self, name: &str, value: i64) {
+        if !self.wait_stat(name, value, Duration::from_secs(3)) {
+            panic!("{name} is {}, expected {value}:\n{}", self.stat(name), self.log_tail(20));
+        }
+    }
+
     /// Waits until a statistic has `value`; false on timeout.
     pub fn wait_stat(&self, name: &str, value: i64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

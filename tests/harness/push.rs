@@ -159,6 +159,6 @@ pub fn woken_device_answers(k: &Kamailio, push: &PushStub) {
     alice.hangup_via(&call, &ok, &woken.ua);
     tablet.ua.expect_no_request("INVITE", MS(100));
     assert_eq!(push.pushes_for("bob").len(), 1);
-    assert_eq!(k.stat("tsilo:added_branches"), 1);
+    k.expect_stat("tsilo:added_branches", 1);
     assert!(k.wait_stat("tsilo:stored_transactions", 0, SECS(15)));
 }
