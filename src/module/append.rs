@@ -7,7 +7,7 @@
 //! lock is released: TM may destroy a transaction inside these calls, and the destroy callback
 //! takes the same lock.
 
-use super::store::aor_key;
+use super::aor::aor_key;
 use super::{flight, silo};
 use crate::kam::dset::{self, DsetSnapshot};
 use crate::kam::process::monotonic_ms;

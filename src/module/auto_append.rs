@@ -10,8 +10,7 @@ use super::append::{Branches, Only, append_to_aor};
 use super::flight::encode;
 use crate::kam::process::monotonic_ms;
 use super::silo;
-use super::store::key_of_uri;
-use crate::aor::escape_user;
+use super::aor::{key_of_uri, lookup_uri};
 use crate::kam::guard::guard;
 use crate::kam::log::RateLimit;
 use crate::kam::shm::KamShm;
@@ -56,24 +55,6 @@ pub fn queued() -> Option<u32> {
 /// child_init of the main process: start the auto-append process.
 pub fn start() -> bool {
     SHARED.get().is_none() || process::spawn(c"tsilo auto-append", run)
-}
-
-/// usrloc's AoR (`user`, or `user@domain` with usrloc's use_domain) as a SIP URI for the
-/// registrar's lookup and for `key_of_uri`; without a domain any host does (the registrar then
-/// keys by the user alone). usrloc keeps the user unescaped (the registrar unescapes it), so it
-/// is escaped again: a user with `@` or `%` must come back as itself. With use_domain the user
-/// ends at the last `@` (a domain has none); the domain is already without the realm prefix
-/// (stripping it again only matters for a domain that starts with the prefix twice, which the
-/// registrar's own lookup of that AoR strips again too).
-fn lookup_uri(aor: &[u8]) -> Vec<u8> {
-    let (user, host) = match aor.iter().rposition(|&c| c == b'@') {
-        Some(at) if usrloc::use_domain() => (&aor[..at], &aor[at + 1..]),
-        _ if usrloc::use_domain() => (&b""[..], aor),
-        _ => (aor, &b"invalid"[..]),
-    };
-    let user = escape_user(user);
-    let at = if user.is_empty() { &b""[..] } else { b"@" };
-    [b"sip:".as_slice(), &user, at, host].concat()
 }
 
 /// usrloc's callback, in whichever process changed the contact, under usrloc's record lock:

@@ -1,6 +1,7 @@
 //! What Kamailio loads: the version symbols, `exports` (script functions, parameters, RPC),
 //! `mod_register` (KEMI), and the module's life cycle (mod_init before fork, destroy at exit).
 
+mod aor;
 mod append;
 mod auto_append;
 mod flight;

@@ -4,7 +4,7 @@
 use super::append::{Branches, NOTHING_STORED, append_all};
 use super::stats::STATS;
 use super::silo;
-use super::store::key_of_uri;
+use super::aor::key_of_uri;
 use crate::kam::export::CTable;
 use crate::kam::guard::guard;
 use crate::kam::rpc::{Rpc, RpcFailed, RpcStruct};

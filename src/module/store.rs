@@ -1,15 +1,13 @@
 //! ts_store([uri]): remember the current transaction under the AoR of `uri` (default: the R-URI).
 
 use super::on_destroy::ts_on_destroy;
-use super::{flight, silo, use_domain};
+use super::aor::aor_key;
+use super::{flight, silo};
 use crate::kam::log::RateLimit;
 use crate::kam::str::show;
-use crate::kam::uri::SipUri;
-use crate::aor::AorRules;
-use crate::kam::{msg, registrar, tm};
+use crate::kam::{msg, tm};
 use crate::silo::{StoreError, Stored};
 use crate::sys;
-use std::borrow::Cow;
 use std::ffi::c_int;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -22,30 +20,6 @@ fn report_refusal(what: &str, key: &[u8]) {
     if let Some(quiet) = REFUSALS.due() {
         lm_warn!("ts_store refused for {}: {what} reached ({quiet} more refused since the last report)", show(key));
     }
-}
-
-/// The silo key of a SIP URI: the AoR the registrar would file it under (crate::aor::key):
-/// its user part, unescaped, lower-cased unless the registrar is `case_sensitive`; with
-/// `use_domain`, `user@host`, the host in lower case and without the registrar's
-/// `realm_prefix`. So the key does not depend on the port, parameters, scheme, escaping or case
-/// a Request-URI carries, and a store (R-URI), `ts_append("$tu")` (To) and auto_append
-/// (usrloc's AoR, see auto_append::lookup_uri) derive one key for one AoR: the alternative,
-/// comparing each side differently, would need the registrar's rules on every side anyway.
-/// Err says why there is none.
-pub fn key_of_uri(uri: &[u8]) -> Result<Cow<'_, [u8]>, &'static str> {
-    let parsed = SipUri::parse(uri).ok_or("bad uri")?;
-    let (user, host) = (parsed.user(), parsed.host());
-    if !use_domain() && user.is_empty() {
-        return Err("malformed aor: no user part");
-    }
-    let reg = registrar::aor_settings();
-    let rules = AorRules { case_sensitive: reg.case_sensitive, realm_prefix: &reg.realm_prefix };
-    Ok(Cow::Owned(crate::aor::key(user, use_domain().then_some(host), rules)))
-}
-
-/// `key_of_uri`, logging why a URI has no key.
-pub fn aor_key(uri: &[u8]) -> Option<Cow<'_, [u8]>> {
-    key_of_uri(uri).map_err(|why| lm_err!("{why} [{}]", show(uri))).ok()
 }
 
 /// Stores the current transaction for the AoR of `uri`, or of the request URI when `uri` is None
