@@ -8,13 +8,13 @@
 //! takes the same lock.
 
 use super::aor::aor_key;
+use super::request::{Branches, Only, encode};
 use super::{flight, silo};
 use crate::kam::dset::{self, DsetSnapshot};
 use crate::kam::process::monotonic_ms;
 use crate::kam::str::show;
 use crate::kam::{registrar, tm};
 use crate::silo::{Claim, Counters, TransactionId};
-use crate::sys;
 use std::ffi::{CStr, CString, c_int};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -42,38 +42,6 @@ static RESUME_ROUTE: once_cell::sync::OnceCell<crate::kam::route::Continue> = on
 
 pub fn set_resume_route(route: crate::kam::route::Continue) {
     let _ = RESUME_ROUTE.set(route);
-}
-
-/// Where the new branches come from.
-pub enum Branches<'a> {
-    /// The contacts registered in `table` for `uri` (default: the transaction's R-URI).
-    Lookup { table: &'a CStr, uri: Option<&'a [u8]> },
-    /// The destination set the script built for the current request.
-    Dset(&'a DsetSnapshot),
-}
-
-/// Which of the contacts found an append adds.
-#[derive(Clone, Copy)]
-pub enum Only<'a> {
-    /// Every one (that has no branch yet).
-    Every,
-    /// Those TM's filter matches: `contact` is a substring of the contact URI (ts_append_by_contact).
-    Matching(&'a CStr),
-}
-
-impl<'a> From<Option<&'a CStr>> for Only<'a> {
-    fn from(contact: Option<&'a CStr>) -> Only<'a> {
-        contact.map_or(Only::Every, Only::Matching)
-    }
-}
-
-impl Only<'_> {
-    fn admits(&self, uri: &[u8]) -> bool {
-        match *self {
-            Only::Every => true,
-            Only::Matching(c) => c.is_empty() || uri.windows(c.to_bytes().len()).any(|w| w == c.to_bytes()),
-        }
-    }
 }
 
 /// A registrar lookup's result kept for the next appends: with the same table, URI and request
@@ -170,7 +138,7 @@ fn failpoint_fires() -> bool {
 /// `named`: the caller gave its id (ts_append_to), rather than the silo or a left request.
 fn append_to_at(id: TransactionId, cell: usize, named: bool, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
     let silo = silo().ok_or(FAILED)?;
-    let held = match silo.claim_at(id, cell, || flight::encode(branches, only)) {
+    let held = match silo.claim_at(id, cell, || encode(branches, only)) {
         Claim::Mine(held) => flight::Held::new(held, id),
         other => return left(id, other),
     };
@@ -191,7 +159,7 @@ fn append_to_at(id: TransactionId, cell: usize, named: bool, branches: &Branches
         }
     }
     // Suspended (or continued by another process for too long): left to the route that resumes it.
-    let outcome = left(id, held.park(&flight::encode(branches, only)));
+    let outcome = left(id, held.park(&encode(branches, only)));
     // Parked for the route that resumes the transaction. If such a route ran, to its end,
     // between what this append saw and its parking, nobody takes the request: carry it out now.
     if !ours && wait_while(id, |f| f.continuing && !f.suspended) && flags(id).is_some_and(|f| !f.suspended) {
@@ -380,7 +348,7 @@ pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> R
     let silo = silo().ok_or(ERROR)?;
     let mut ids = Vec::new();
     // Found nothing: the request is kept as a miss, for a store that relayed before it (flight.rs).
-    if !silo.transactions_for_append(key, monotonic_ms(), || flight::encode(branches, contact.into()), &mut ids) {
+    if !silo.transactions_for_append(key, monotonic_ms(), || encode(branches, contact.into()), &mut ids) {
         lm_dbg!("no transaction stored for {}", show(key));
         return Err(NOTHING_STORED);
     }
@@ -402,22 +370,6 @@ pub fn append_to_aor(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -
     append_all(ruri, branches, contact).map_or_else(|code| code, |_| OK)
 }
 
-/// `ts_append_by_contact`: the contact must be a SIP URI; TM matches it as a substring of each
-/// registered contact, so it is passed NUL-terminated.
-pub fn contact_filter(contact: &[u8]) -> Option<CString> {
-    if crate::kam::uri::SipUri::parse(contact).is_none() {
-        lm_err!("bad contact uri [{}]", show(contact));
-        return None;
-    }
-    match CString::new(contact) {
-        Ok(c) => Some(c),
-        Err(_) => {
-            lm_err!("contact uri contains a NUL byte");
-            None
-        }
-    }
-}
-
 /// ts_append_branches(uri): the branches the script put in the current destination set are
 /// appended to every stored transaction of `uri`; the set is left as the script built it.
 pub fn append_dset_to_aor(uri: &[u8]) -> c_int {
@@ -430,29 +382,3 @@ pub fn append_dset_to_aor(uri: &[u8]) -> c_int {
     append_to_aor(uri, &Branches::Dset(&set), None)
 }
 
-/// A table name from the script or KEMI, NUL-terminated for usrloc; None (logged) if empty.
-pub fn table_name(table: &[u8]) -> Option<CString> {
-    match CString::new(table) {
-        Ok(t) if !t.is_empty() => Some(t),
-        _ => {
-            lm_err!("invalid table name [{}]", show(table));
-            None
-        }
-    }
-}
-
-/// Script and KEMI share these: `msg` is unused by the appends themselves (they work on each
-/// stored transaction's own request), but the contact may come from it.
-///
-/// # Safety
-/// `msg` is the request being processed.
-pub unsafe fn contact_of_register(msg: *mut sys::sip_msg) -> Option<CString> {
-    // SAFETY: the caller's contract.
-    match unsafe { crate::kam::msg::first_contact_uri(msg) } {
-        Ok(uri) => contact_filter(uri),
-        Err(why) => {
-            lm_warn!("ts_append_by_contact: {why}");
-            None
-        }
-    }
-}

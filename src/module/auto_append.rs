@@ -6,8 +6,8 @@
 //! contact (in shm); the module's own "tsilo auto-append" process takes it from the queue and
 //! calls TM and the registrar, holding no lock at all.
 
-use super::append::{Branches, Only, append_to_aor};
-use super::flight::encode;
+use super::append::append_to_aor;
+use super::request::{Branches, Only, encode};
 use crate::kam::process::monotonic_ms;
 use super::silo;
 use super::aor::{key_of_uri, lookup_uri};

@@ -19,17 +19,17 @@
 //! script that uses it, any KEMI script), every transaction is in flight from its creation
 //! (TMCB_REQUEST_IN) to the end of the route that created it: a "birth" (silo/flight.rs).
 
-use super::append::{self, Branches, LookupCache, Only};
+use super::append::{self, LookupCache};
+use super::request::decode;
 use crate::routes::Routes;
 use super::silo;
 use crate::kam::tm;
-use crate::kam::dset::DsetSnapshot;
 use crate::kam::guard::guard;
 use crate::kam::script_cb::{self, RouteKind};
 use crate::silo::{FlightHandle, TransactionId};
 use crate::sys;
 use std::cell::RefCell;
-use std::ffi::{CString, c_int, c_uint, c_void};
+use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// A route running in this process (routes.rs keeps them).
@@ -224,92 +224,8 @@ pub fn run_requests<'a>(id: TransactionId, requests: impl Iterator<Item = &'a Ve
             lm_crit!("BUG: malformed deferred append for transaction [{}:{}]", id.index, id.label);
             continue;
         };
-        let outcome = request.run(id, &mut cache);
+        let outcome = append::append_to_cached(id, &request.branches(), request.only(), &mut cache);
         lm_dbg!("deferred append to transaction [{}:{}] -> {outcome:?}", id.index, id.label);
     }
 }
 
-/// An append request, owned, as kept on a transaction in flight.
-struct Request {
-    source: Source,
-    contact: Option<CString>,
-}
-
-enum Source {
-    Lookup { table: CString, uri: Option<Vec<u8>> },
-    Dset(DsetSnapshot),
-}
-
-impl Request {
-    fn run(&self, id: TransactionId, cache: &mut LookupCache) -> Result<append::Appended, c_int> {
-        let branches = match &self.source {
-            Source::Lookup { table, uri } => Branches::Lookup { table, uri: uri.as_deref() },
-            Source::Dset(set) => Branches::Dset(set),
-        };
-        append::append_to_cached(id, &branches, self.contact.as_deref().into(), cache)
-    }
-}
-
-// The encoding: a tag byte, then length-prefixed fields. It never leaves this Kamailio.
-const LOOKUP: u8 = 0;
-const DSET: u8 = 1;
-
-fn put(out: &mut Vec<u8>, field: Option<&[u8]>) {
-    match field {
-        None => out.push(0),
-        Some(b) => {
-            out.push(1);
-            out.extend_from_slice(&(b.len() as u32).to_ne_bytes());
-            out.extend_from_slice(b);
-        }
-    }
-}
-
-fn get<'a>(input: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
-    let (&present, rest) = input.split_first()?;
-    *input = rest;
-    if present == 0 {
-        return Some(None);
-    }
-    let len = u32::from_ne_bytes(input.get(..4)?.try_into().ok()?) as usize;
-    let field = input.get(4..4 + len)?;
-    *input = &input[4 + len..];
-    Some(Some(field))
-}
-
-/// The bytes that `decode` turns back into this append.
-pub fn encode(branches: &Branches, only: Only) -> Vec<u8> {
-    let mut out = Vec::new();
-    match branches {
-        Branches::Lookup { table, uri } => {
-            out.push(LOOKUP);
-            put(&mut out, Some(table.to_bytes()));
-            put(&mut out, *uri);
-        }
-        Branches::Dset(set) => {
-            out.push(DSET);
-            put(&mut out, Some(&set.to_bytes()));
-        }
-    }
-    put(&mut out, match only {
-        Only::Every => None,
-        Only::Matching(c) => Some(c.to_bytes()),
-    });
-    out
-}
-
-fn decode(mut input: &[u8]) -> Option<Request> {
-    let (&tag, rest) = input.split_first()?;
-    input = rest;
-    let source = match tag {
-        LOOKUP => {
-            let table = CString::new(get(&mut input)??).ok()?;
-            let uri = get(&mut input)?.map(<[u8]>::to_vec);
-            Source::Lookup { table, uri }
-        }
-        DSET => Source::Dset(DsetSnapshot::from_bytes(get(&mut input)??)?),
-        _ => return None,
-    };
-    let contact = get(&mut input)?.map(CString::new).transpose().ok()?;
-    input.is_empty().then_some(Request { source, contact })
-}

@@ -7,6 +7,7 @@ mod auto_append;
 mod flight;
 mod kemi;
 mod on_destroy;
+mod request;
 mod rpc;
 mod script;
 mod stats;

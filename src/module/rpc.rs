@@ -1,7 +1,8 @@
 //! RPC commands: ts.dump [brief|full] [offset [count]], ts.lookup <uri>, with the C module's
 //! reply structure; ts.stats and ts.append.
 
-use super::append::{Branches, NOTHING_STORED, append_all};
+use super::append::{NOTHING_STORED, append_all};
+use super::request::Branches;
 use super::stats::STATS;
 use super::silo;
 use super::aor::key_of_uri;

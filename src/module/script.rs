@@ -1,7 +1,8 @@
 //! The native script functions: Kamailio calls these with the fixed-up `char*` parameters.
 //! Each evaluates its parameters for the message and calls the shared implementation.
 
-use super::append::{self, Branches, append_dset_to_aor, append_to, append_to_aor, contact_filter, contact_of_register};
+use super::append::{self, append_dset_to_aor, append_to, append_to_aor};
+use super::request::{Branches, contact_filter, contact_of_register};
 use super::store::ts_store;
 use crate::kam::guard::guard;
 use crate::kam::param;
