@@ -8,8 +8,9 @@
 //! takes the same lock.
 
 use super::aor::aor_key;
-use super::request::{Branches, Only, encode};
-use super::{flight, silo};
+use super::request::{Branches, Only, decode, encode};
+use super::{config, silo};
+use crate::silo::FlightHandle;
 use crate::kam::dset::{self, DsetSnapshot};
 use crate::kam::process::monotonic_ms;
 use crate::kam::str::show;
@@ -98,8 +99,8 @@ pub fn append_code(outcome: Result<Appended, c_int>) -> c_int {
 /// ts_append_to: appends branches to one transaction (see `append_to_cached`); its return code.
 pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>) -> c_int {
     // The id may come from a route still creating (and relaying) the transaction: its birth is
-    // found by the cell's address (flight.rs).
-    let cell = match flight::births() {
+    // found by the cell's address (route_frames.rs).
+    let cell = match config::births() {
         true => {
             let _restore = tm::CurrentRestore::save();
             tm::lookup(id).map_or(0, |t| t.cell().as_ptr() as usize)
@@ -110,7 +111,7 @@ pub fn append_to(id: TransactionId, branches: &Branches, contact: Option<&CStr>)
 }
 
 /// Appends branches to one transaction, or leaves the append for the process that holds it
-/// (the route that stored it may still be relaying it, see `flight`), and says what it did.
+/// (the route that stored it may still be relaying it, see route_frames.rs), and says what it did.
 /// `cache` is shared by the appends to one AoR's transactions.
 pub fn append_to_cached(id: TransactionId, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
     append_to_at(id, 0, false, branches, only, cache)
@@ -139,7 +140,7 @@ fn failpoint_fires() -> bool {
 fn append_to_at(id: TransactionId, cell: usize, named: bool, branches: &Branches, only: Only, cache: &mut LookupCache) -> Result<Appended, c_int> {
     let silo = silo().ok_or(FAILED)?;
     let held = match silo.claim_at(id, cell, || encode(branches, only)) {
-        Claim::Mine(held) => flight::Held::new(held, id),
+        Claim::Mine(held) => Held::new(held, id),
         other => return left(id, other),
     };
     if failpoint_fires() {
@@ -164,7 +165,7 @@ fn append_to_at(id: TransactionId, cell: usize, named: bool, branches: &Branches
     // between what this append saw and its parking, nobody takes the request: carry it out now.
     if !ours && wait_while(id, |f| f.continuing && !f.suspended) && flags(id).is_some_and(|f| !f.suspended) {
         if let Some(requests) = silo.take_parked(id) {
-            flight::run_requests(id, requests.iter());
+            run_requests(id, requests.iter());
         }
     }
     outcome
@@ -347,7 +348,7 @@ pub fn append_all(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -> R
     let key = &*key;
     let silo = silo().ok_or(ERROR)?;
     let mut ids = Vec::new();
-    // Found nothing: the request is kept as a miss, for a store that relayed before it (flight.rs).
+    // Found nothing: the request is kept as a miss, for a store that relayed before it (route_frames.rs).
     if !silo.transactions_for_append(key, monotonic_ms(), || encode(branches, contact.into()), &mut ids) {
         lm_dbg!("no transaction stored for {}", show(key));
         return Err(NOTHING_STORED);
@@ -382,3 +383,54 @@ pub fn append_dset_to_aor(uri: &[u8]) -> c_int {
     append_to_aor(uri, &Branches::Dset(&set), None)
 }
 
+/// An append's hold on its transaction (`silo::Claim::Mine`): when dropped, also on a panic or
+/// an early return, the hold ends and what other processes left meanwhile is appended.
+pub struct Held(Option<(FlightHandle, TransactionId)>);
+
+impl Held {
+    pub fn new(handle: FlightHandle, id: TransactionId) -> Self {
+        Held(Some((handle, id)))
+    }
+
+    /// Leaves `request` on the transaction for the route that resumes it (it is suspended):
+    /// the hold ends without carrying anything out.
+    pub fn park(mut self, request: &[u8]) -> Claim {
+        let (Some((handle, _)), Some(silo)) = (self.0.take(), silo()) else { return Claim::NoMemory };
+        // SAFETY: our own claim, not ended: taken out of `self`, so never ended twice.
+        unsafe { silo.park(handle, request) }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some((handle, id)) = self.0.take() else { return };
+        // Never unwinds out of a drop (it may run while a panic unwinds).
+        let landed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_left(handle, id, &[])));
+        if landed.is_err() {
+            lm_crit!("BUG: panic carrying out the appends left on transaction [{}:{}]", id.index, id.label);
+        }
+    }
+}
+
+/// Ends the flight `held` of `id` and carries out the requests left on it, then `extra`. Each
+/// goes through `append::append_to_cached`, which takes the transaction again (or leaves the
+/// request to whoever took it first): nobody asks TM about it while another process does.
+pub fn run_left(held: FlightHandle, id: TransactionId, extra: &[Vec<u8>]) {
+    let Some(silo) = silo() else { return };
+    // SAFETY: begun in this process (ts_store's begin_flight or an append's claim), ended once.
+    let requests = unsafe { silo.end_flight(held) };
+    run_requests(id, requests.iter().chain(extra));
+}
+
+/// Carries out requests left on transaction `id`, in order.
+pub fn run_requests<'a>(id: TransactionId, requests: impl Iterator<Item = &'a Vec<u8>>) {
+    let mut cache = LookupCache::default();
+    for bytes in requests.map(Vec::as_slice) {
+        let Some(request) = decode(bytes) else {
+            lm_crit!("BUG: malformed deferred append for transaction [{}:{}]", id.index, id.label);
+            continue;
+        };
+        let outcome = append_to_cached(id, &request.branches(), request.only(), &mut cache);
+        lm_dbg!("deferred append to transaction [{}:{}] -> {outcome:?}", id.index, id.label);
+    }
+}

@@ -4,10 +4,11 @@
 mod aor;
 mod append;
 mod auto_append;
-mod flight;
 mod kemi;
+mod config;
 mod on_destroy;
 mod request;
+mod route_frames;
 mod rpc;
 mod script;
 mod stats;
@@ -184,14 +185,14 @@ extern "C" fn mod_init() -> c_int {
             return -1;
         }
         append::arm_failpoints();
-        if !flight::register() {
+        if !route_frames::register() {
             lm_err!("failed to register the script and TM callbacks");
             return -1;
         }
         // SAFETY: the engine is chosen while the config is parsed, before modules initialise.
         if !unsafe { sys::sr_kemi_eng_get() }.is_null() {
             // A KEMI script may call ts_append_to() (a native one says so in its fixup).
-            flight::enable_births();
+            config::enable_births();
         }
         // SAFETY: a core registration before fork; the timer process calls `sweep_misses`.
         if unsafe { sys::register_timer(Some(sweep_misses), null_mut(), 1) } < 0 {

@@ -209,7 +209,7 @@ unsafe extern "C" fn rpc_append(api: *mut sys::rpc_t, ctx: *mut c_void) {
         // Run by the RPC process (no message of its own): nothing of this append (XAVPs the
         // lookup or a branch route added) may reach the next. Over HTTP (jsonrpcs in a SIP
         // worker) a message's route is running: its state is its own.
-        if super::flight::route_clock().is_none() {
+        if super::route_frames::route_clock().is_none() {
             crate::kam::process::reset_message_env();
         }
         match done {

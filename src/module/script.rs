@@ -38,8 +38,8 @@ pub unsafe extern "C" fn fixup_free_table_spve(param: *mut *mut c_void, param_no
     unsafe { if param_no == 1 { 0 } else { sys::fixup_free_spve_null(param, 1) } }
 }
 pub unsafe extern "C" fn fixup_append_to(param: *mut *mut c_void, param_no: c_int) -> c_int {
-    // The script appends by id: transactions are in flight from their creation (flight.rs).
-    super::flight::enable_births();
+    // The script appends by id: transactions are in flight from their creation (route_frames.rs).
+    super::config::enable_births();
     // SAFETY: as above.
     unsafe {
         match param_no {

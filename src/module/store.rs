@@ -2,7 +2,7 @@
 
 use super::on_destroy::ts_on_destroy;
 use super::aor::aor_key;
-use super::{flight, silo};
+use super::{route_frames, silo};
 use crate::kam::log::RateLimit;
 use crate::kam::str::show;
 use crate::kam::{msg, tm};
@@ -42,8 +42,8 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
     };
     let Some(silo) = silo() else { return -1 };
     let id = t.id();
-    // In flight from before it is visible in the silo until the route is over (flight.rs).
-    let clock = flight::route_clock();
+    // In flight from before it is visible in the silo until the route is over (route_frames.rs).
+    let clock = route_frames::route_clock();
     let in_flight = clock.and_then(|_| {
         let f = silo.begin_flight(id);
         if f.is_none() {
@@ -91,7 +91,7 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
         }
     };
     if let Some(f) = in_flight {
-        flight::track(f, id, catch_up);
+        route_frames::track(f, id, catch_up);
     }
     rc
 }

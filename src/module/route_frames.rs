@@ -1,4 +1,6 @@
-//! No append while the storing process may be relaying (README, "Design": the relay race).
+//! Route frames: the routes this process is running (the core's pre- and post-script
+//! callbacks), each with the transactions it holds in flight, and what is carried out when it
+//! ends. No append while the storing process may be relaying (README, "Design": the relay race).
 //!
 //! TM's `t_relay()` adds branches without TM's reply lock; `t_append_branches()` from another
 //! process at that moment builds into the same branch slot. So a transaction that `ts_store()`
@@ -6,7 +8,7 @@
 //! callback, in the same process, after `t_relay()` returned): appends from any process find it
 //! in flight and leave their request on it (`silo::Claim`), and the storing process carries
 //! them out here when its route is over. An append holds its transaction the same way while it
-//! asks TM, and carries out what others left meanwhile (`land_appends`).
+//! asks TM, and carries out what others left meanwhile (`append::Held`).
 //!
 //! The other order (`t_relay(); ts_store();`) has the opposite hole: a device saved after the
 //! relay's `lookup()` whose append ran before `ts_store()` found nothing to append to. Appends
@@ -19,18 +21,15 @@
 //! script that uses it, any KEMI script), every transaction is in flight from its creation
 //! (TMCB_REQUEST_IN) to the end of the route that created it: a "birth" (silo/flight.rs).
 
-use super::append::{self, LookupCache};
-use super::request::decode;
-use crate::routes::Routes;
-use super::silo;
-use crate::kam::tm;
+use super::{append, config, silo};
 use crate::kam::guard::guard;
+use crate::kam::tm;
 use crate::kam::script_cb::{self, RouteKind};
+use crate::routes::Routes;
 use crate::silo::{FlightHandle, TransactionId};
 use crate::sys;
 use std::cell::RefCell;
 use std::ffi::{c_int, c_uint, c_void};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// A route running in this process (routes.rs keeps them).
 struct Frame {
@@ -54,20 +53,6 @@ thread_local! {
     static FRAMES: RefCell<Routes<Frame>> = const { RefCell::new(Routes::new()) };
 }
 
-/// Whether transactions are births while their route runs: set before the workers fork, when
-/// the script may call ts_append_to().
-static BIRTHS: AtomicBool = AtomicBool::new(false);
-
-/// ts_append_to() may be called (its fixup ran, or a KEMI script may call it): from now on
-/// transactions are in flight while the route that creates them runs.
-pub fn enable_births() {
-    BIRTHS.store(true, Relaxed);
-}
-
-pub fn births() -> bool {
-    BIRTHS.load(Relaxed)
-}
-
 /// mod_init: have the core tell us when request and failure routes start and end, and TM when
 /// it creates a transaction.
 pub fn register() -> bool {
@@ -78,7 +63,7 @@ pub fn register() -> bool {
 /// (flight locks are leaves: nothing here calls TM). The birth ends with the running route.
 unsafe extern "C" fn on_request_in(t: *mut sys::cell, _kind: c_int, params: *mut sys::tmcb_params) {
     guard((), || {
-        if !births() || t.is_null() || params.is_null() {
+        if !config::births() || t.is_null() || params.is_null() {
             return;
         }
         // SAFETY: TM's parameters for this callback; `req` is the request being processed.
@@ -165,67 +150,15 @@ pub fn track(handle: FlightHandle, id: TransactionId, catch_up: Vec<Vec<u8>>) {
 /// (and each catch-up) is appended, in this process, with the relay done.
 fn land(frame: Frame) {
     for f in frame.flights {
-        run_left(f.handle, f.id, &f.catch_up);
+        append::run_left(f.handle, f.id, &f.catch_up);
     }
     let Some(silo) = silo() else { return };
     for birth in frame.births {
         // SAFETY: begun by on_request_in in this process, ended once (the frame is gone).
         let (id, requests) = unsafe { silo.end_birth(birth) };
         if let Some(id) = id {
-            run_requests(id, requests.iter());
+            append::run_requests(id, requests.iter());
         }
-    }
-}
-
-/// An append's hold on its transaction (`silo::Claim::Mine`): when dropped, also on a panic or
-/// an early return, the hold ends and what other processes left meanwhile is appended.
-pub struct Held(Option<(FlightHandle, TransactionId)>);
-
-impl Held {
-    pub fn new(handle: FlightHandle, id: TransactionId) -> Self {
-        Held(Some((handle, id)))
-    }
-
-    /// Leaves `request` on the transaction for the route that resumes it (it is suspended):
-    /// the hold ends without carrying anything out.
-    pub fn park(mut self, request: &[u8]) -> crate::silo::Claim {
-        let (Some((handle, _)), Some(silo)) = (self.0.take(), silo()) else { return crate::silo::Claim::NoMemory };
-        // SAFETY: our own claim, not ended: taken out of `self`, so never ended twice.
-        unsafe { silo.park(handle, request) }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let Some((handle, id)) = self.0.take() else { return };
-        // Never unwinds out of a drop (it may run while a panic unwinds).
-        let landed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_left(handle, id, &[])));
-        if landed.is_err() {
-            lm_crit!("BUG: panic carrying out the appends left on transaction [{}:{}]", id.index, id.label);
-        }
-    }
-}
-
-/// Ends the flight `held` of `id` and carries out the requests left on it, then `extra`. Each
-/// goes through `append::append_to_cached`, which takes the transaction again (or leaves the
-/// request to whoever took it first): nobody asks TM about it while another process does.
-fn run_left(held: FlightHandle, id: TransactionId, extra: &[Vec<u8>]) {
-    let Some(silo) = silo() else { return };
-    // SAFETY: begun in this process (ts_store's begin_flight or an append's claim), ended once.
-    let requests = unsafe { silo.end_flight(held) };
-    run_requests(id, requests.iter().chain(extra));
-}
-
-/// Carries out requests left on transaction `id`, in order.
-pub fn run_requests<'a>(id: TransactionId, requests: impl Iterator<Item = &'a Vec<u8>>) {
-    let mut cache = LookupCache::default();
-    for bytes in requests.map(Vec::as_slice) {
-        let Some(request) = decode(bytes) else {
-            lm_crit!("BUG: malformed deferred append for transaction [{}:{}]", id.index, id.label);
-            continue;
-        };
-        let outcome = append::append_to_cached(id, &request.branches(), request.only(), &mut cache);
-        lm_dbg!("deferred append to transaction [{}:{}] -> {outcome:?}", id.index, id.label);
     }
 }
 
