@@ -1,7 +1,7 @@
 //! The routes running in this process, as the core's pre- and post-script callbacks report them:
 //! which frames end when a route starts or ends, also when a route's end never came (a module's
 //! pre-script callback stopped the message after ours ran, an error path). Pure bookkeeping: the
-//! caller lands what ends (flight.rs).
+//! caller lands what ends (module/route_frames.rs).
 
 /// Which routes the core reports (kam::script_cb maps its flags to these).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -68,20 +68,18 @@ pub fn current() -> Option<Cell> {
     NonNull::new(t).map(Cell)
 }
 
+/// A TM callback (`transaction_cb`).
+pub type Callback = unsafe extern "C" fn(*mut sys::cell, c_int, *mut sys::tmcb_params);
+
 /// Registers `f(param)` to run when TM destroys `t` (in whichever process frees it).
-pub fn on_destroy(
-    msg: *mut sys::sip_msg,
-    t: Cell,
-    f: unsafe extern "C" fn(*mut sys::cell, c_int, *mut sys::tmcb_params),
-    param: *mut c_void,
-) -> bool {
+pub fn on_destroy(msg: *mut sys::sip_msg, t: Cell, f: Callback, param: *mut c_void) -> bool {
     // SAFETY: `t` is the current, live transaction; `param` is the silo's shm entry.
     unsafe { api().register_tmcb.unwrap()(msg, t.as_ptr(), sys::TMCB_DESTROY as c_int, Some(f), param, None) >= 0 }
 }
 
 /// Registers `f` to run whenever TM creates a transaction (TMCB_REQUEST_IN, in the creating
 /// process, before the transaction has a label). mod_init only.
-pub fn on_request_in(f: unsafe extern "C" fn(*mut sys::cell, c_int, *mut sys::tmcb_params)) -> bool {
+pub fn on_request_in(f: Callback) -> bool {
     // SAFETY: a global callback (no message, no transaction, no parameter).
     unsafe {
         api().register_tmcb.unwrap()(std::ptr::null_mut(), std::ptr::null_mut(), sys::TMCB_REQUEST_IN as c_int, Some(f), std::ptr::null_mut(), None) >= 0

@@ -2,7 +2,7 @@
 //! `case_sensitive` and `realm_prefix`; the rules themselves are `crate::aor`), and the URI of
 //! an AoR as usrloc names it.
 
-use super::use_domain;
+use super::config::use_domain;
 use crate::aor::{AorRules, escape_user};
 use crate::kam::str::show;
 use crate::kam::uri::SipUri;

@@ -6,20 +6,19 @@
 //! contact (in shm); the module's own "tsilo auto-append" process takes it from the queue and
 //! calls TM and the registrar, holding no lock at all.
 
+use super::aor::{key_of_uri, lookup_uri};
 use super::append::append_to_aor;
 use super::request::{Branches, Only, encode};
-use crate::kam::process::monotonic_ms;
 use super::silo;
-use super::aor::{key_of_uri, lookup_uri};
 use crate::kam::guard::guard;
 use crate::kam::log::RateLimit;
+use crate::kam::process::{self, monotonic_ms};
 use crate::kam::shm::KamShm;
 use crate::kam::str::show;
-use crate::kam::{process, usrloc};
+use crate::kam::usrloc::ContactEvent;
 use crate::silo::queue::{PushError, ShmQueue};
-use crate::sys;
 use once_cell::sync::OnceCell;
-use std::ffi::{CString, c_int, c_void};
+use std::ffi::CString;
 use std::ptr::NonNull;
 
 /// Contacts waiting for the auto-append process; beyond this, new ones are dropped (logged).
@@ -33,13 +32,19 @@ struct Shared {
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
+impl Shared {
+    fn queue(&self) -> &ShmQueue<KamShm> {
+        // SAFETY: created in mod_init, never freed while Kamailio runs.
+        unsafe { self.queue.as_ref() }
+    }
+}
+
 static SHARED: OnceCell<Shared> = OnceCell::new();
 
-/// mod_init: bind usrloc's callbacks, create the queue, reserve the process.
+/// mod_init: create the queue, reserve the process (exports/ then binds usrloc's callback).
 pub fn init(table: &[u8]) -> Result<(), String> {
     let table = CString::new(table).map_err(|_| "auto_append: bad table name".to_string())?;
     let queue = ShmQueue::create(KamShm, QUEUE_CAPACITY).ok_or("auto_append: out of shared memory")?;
-    usrloc::on_contact_insert_or_update(on_contact)?;
     if !process::reserve_one() {
         return Err("auto_append: cannot reserve a process".into());
     }
@@ -48,8 +53,7 @@ pub fn init(table: &[u8]) -> Result<(), String> {
 
 /// Contacts waiting for the auto-append process (None: auto_append is off).
 pub fn queued() -> Option<u32> {
-    // SAFETY: created in mod_init, never freed while Kamailio runs.
-    SHARED.get().map(|s| unsafe { s.queue.as_ref() }.waiting())
+    SHARED.get().map(|s| s.queue().waiting())
 }
 
 /// child_init of the main process: start the auto-append process.
@@ -57,41 +61,35 @@ pub fn start() -> bool {
     SHARED.get().is_none() || process::spawn(c"tsilo auto-append", run)
 }
 
-/// usrloc's callback, in whichever process changed the contact, under usrloc's record lock:
-/// queue only, and only for AoRs with stored calls.
-unsafe extern "C" fn on_contact(c: *mut sys::ucontact, _kind: c_int, _param: *mut c_void) {
-    guard((), || {
-        let (Some(shared), Some(silo)) = (SHARED.get(), silo()) else { return };
-        // SAFETY: usrloc passes the contact it is inserting or updating.
-        let Some(ev) = (unsafe { usrloc::event(c) }) else { return };
-        let uri = lookup_uri(ev.aor);
-        let Ok(key) = key_of_uri(&uri) else { return };
-        let Ok(contact) = CString::new(ev.uri) else { return };
-        let mut ids = Vec::new();
-        // Nothing stored: the append this would have been stays a while as a miss (store.rs).
-        let request = || encode(&Branches::Lookup { table: &shared.table, uri: Some(&uri) }, Only::Matching(&contact));
-        if !silo.transactions_for_append(&key, monotonic_ms(), request, &mut ids) {
-            return;
-        }
-        // SAFETY: created in mod_init, never freed while Kamailio runs.
-        match unsafe { shared.queue.as_ref() }.push(ev.aor, ev.uri) {
-            Ok(()) => lm_dbg!("queued contact {} of {} for auto-append", show(ev.uri), show(ev.aor)),
-            Err(PushError::Full) => {
-                static FULL: RateLimit = RateLimit::new();
-                if let Some(more) = FULL.due() {
-                    lm_warn!("auto-append queue full: contact {} of {} gets no branch ({more} more dropped since the last report)", show(ev.uri), show(ev.aor));
-                }
+/// usrloc inserted or updated a contact (its callback, in whichever process changed it, under
+/// usrloc's record lock): queue only, and only for AoRs with stored calls.
+pub fn contact_changed(ev: &ContactEvent) {
+    let (Some(shared), Some(silo)) = (SHARED.get(), silo()) else { return };
+    let uri = lookup_uri(ev.aor);
+    let Ok(key) = key_of_uri(&uri) else { return };
+    let Ok(contact) = CString::new(ev.uri) else { return };
+    let mut ids = Vec::new();
+    // Nothing stored: the append this would have been stays a while as a miss (store.rs).
+    let request = || encode(&Branches::Lookup { table: &shared.table, uri: Some(&uri) }, Only::Matching(&contact));
+    if !silo.transactions_for_append(&key, monotonic_ms(), request, &mut ids) {
+        return;
+    }
+    match shared.queue().push(ev.aor, ev.uri) {
+        Ok(()) => lm_dbg!("queued contact {} of {} for auto-append", show(ev.uri), show(ev.aor)),
+        Err(PushError::Full) => {
+            static FULL: RateLimit = RateLimit::new();
+            if let Some(more) = FULL.due() {
+                lm_warn!("auto-append queue full: contact {} of {} gets no branch ({more} more dropped since the last report)", show(ev.uri), show(ev.aor));
             }
-            Err(PushError::NoMemory) => lm_err!("out of shared memory queueing contact {}", show(ev.uri)),
         }
-    })
+        Err(PushError::NoMemory) => lm_err!("out of shared memory queueing contact {}", show(ev.uri)),
+    }
 }
 
 /// The auto-append process: appends each queued contact to its AoR's stored calls.
 fn run() {
     let shared = SHARED.get().expect("auto_append initialised in mod_init");
-    // SAFETY: created in mod_init, never freed while Kamailio runs.
-    let queue = unsafe { shared.queue.as_ref() };
+    let queue = shared.queue();
     loop {
         process::cfg_update();
         let seen = queue.seq();

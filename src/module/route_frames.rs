@@ -21,15 +21,11 @@
 //! script that uses it, any KEMI script), every transaction is in flight from its creation
 //! (TMCB_REQUEST_IN) to the end of the route that created it: a "birth" (silo/flight.rs).
 
-use super::{append, config, silo};
-use crate::kam::guard::guard;
+use super::{append, silo};
 use crate::kam::tm;
-use crate::kam::script_cb::{self, RouteKind};
-use crate::routes::Routes;
+use crate::routes::{RouteKind, Routes};
 use crate::silo::{FlightHandle, TransactionId};
-use crate::sys;
 use std::cell::RefCell;
-use std::ffi::{c_int, c_uint, c_void};
 
 /// A route running in this process (routes.rs keeps them).
 struct Frame {
@@ -53,75 +49,52 @@ thread_local! {
     static FRAMES: RefCell<Routes<Frame>> = const { RefCell::new(Routes::new()) };
 }
 
-/// mod_init: have the core tell us when request and failure routes start and end, and TM when
-/// it creates a transaction.
-pub fn register() -> bool {
-    script_cb::register(on_route_start, on_route_end) && tm::on_request_in(on_request_in)
+/// TMCB_REQUEST_IN (with births on): TM is creating the transaction at `cell`, in hash slot
+/// `index`, under its lock of that slot (flight locks are leaves: nothing here calls TM). The
+/// birth ends with the running route.
+pub fn transaction_created(index: u32, cell: usize) {
+    let Some(silo) = silo() else { return };
+    FRAMES.with_borrow_mut(|frames| {
+        // Outside a route no end would come to close it: such a transaction has no birth.
+        let Some(top) = frames.top_mut() else { return };
+        match silo.begin_birth(index, cell) {
+            Some(handle) => top.births.push(handle),
+            None => lm_err!("out of shared memory holding a new transaction for its route"),
+        }
+    });
 }
 
-/// TMCB_REQUEST_IN, in the process creating transaction `t`, under TM's lock of its hash slot
-/// (flight locks are leaves: nothing here calls TM). The birth ends with the running route.
-unsafe extern "C" fn on_request_in(t: *mut sys::cell, _kind: c_int, params: *mut sys::tmcb_params) {
-    guard((), || {
-        if !config::births() || t.is_null() || params.is_null() {
-            return;
-        }
-        // SAFETY: TM's parameters for this callback; `req` is the request being processed.
-        let req = unsafe { (*params).req };
-        if req.is_null() {
-            return;
-        }
-        let Some(silo) = silo() else { return };
-        FRAMES.with_borrow_mut(|frames| {
-            // Outside a route no end would come to close it: such a transaction has no birth.
-            let Some(top) = frames.top_mut() else { return };
-            // SAFETY: TM computed the request's hash index (the slot it is inserting the cell
-            // into; the cell's own field is set only then).
-            let index = unsafe { (*req).hash_index };
-            match silo.begin_birth(index, t as usize) {
-                Some(handle) => top.births.push(handle),
-                None => lm_err!("out of shared memory holding a new transaction for its route"),
-            }
-        });
-    })
-}
-
-unsafe extern "C" fn on_route_start(_msg: *mut sys::sip_msg, flags: c_uint, _param: *mut c_void) -> c_int {
-    guard(1, || {
-        let (Some(kind), Some(silo)) = (script_cb::kind(flags), silo()) else { return 1 };
-        // A failure route, or the route t_continue() runs (from the script, resume_route, or any
-        // module): it may relay its transaction, which holds it like a storing route (appends
-        // meanwhile are left to its end, when they see what it relayed), and takes over the
-        // appends left on it while it was suspended.
-        let mut flights = Vec::new();
-        if kind == RouteKind::Failure {
-            if let Some(t) = tm::current() {
-                let id = t.id();
-                match silo.begin_flight(id) {
-                    Some(handle) => flights.push(Flying { handle, id, catch_up: Vec::new() }),
-                    None => lm_err!("out of shared memory holding transaction [{}:{}] for its route", id.index, id.label),
-                }
+/// A request or failure route starts in this process.
+pub fn route_started(kind: RouteKind) {
+    let Some(silo) = silo() else { return };
+    // A failure route, or the route t_continue() runs (from the script, resume_route, or any
+    // module): it may relay its transaction, which holds it like a storing route (appends
+    // meanwhile are left to its end, when they see what it relayed), and takes over the
+    // appends left on it while it was suspended.
+    let mut flights = Vec::new();
+    if kind == RouteKind::Failure {
+        if let Some(t) = tm::current() {
+            let id = t.id();
+            match silo.begin_flight(id) {
+                Some(handle) => flights.push(Flying { handle, id, catch_up: Vec::new() }),
+                None => lm_err!("out of shared memory holding transaction [{}:{}] for its route", id.index, id.label),
             }
         }
-        let frame = Frame { clock: silo.miss_clock(), flights, births: Vec::new() };
-        let stale = FRAMES.with_borrow_mut(|frames| frames.start(kind, frame));
-        // Landed outside the borrow: an append may run a route, which comes back here.
-        for frame in stale {
-            land(frame);
-        }
-        1 // go on with the route
-    })
+    }
+    let frame = Frame { clock: silo.miss_clock(), flights, births: Vec::new() };
+    let stale = FRAMES.with_borrow_mut(|frames| frames.start(kind, frame));
+    // Landed outside the borrow: an append may run a route, which comes back here.
+    for frame in stale {
+        land(frame);
+    }
 }
 
-unsafe extern "C" fn on_route_end(_msg: *mut sys::sip_msg, flags: c_uint, _param: *mut c_void) -> c_int {
-    guard(1, || {
-        let Some(kind) = script_cb::kind(flags) else { return 1 };
-        let ended = FRAMES.with_borrow_mut(|frames| frames.end(kind));
-        for frame in ended {
-            land(frame);
-        }
-        1
-    })
+/// A request or failure route has ended in this process.
+pub fn route_ended(kind: RouteKind) {
+    let ended = FRAMES.with_borrow_mut(|frames| frames.end(kind));
+    for frame in ended {
+        land(frame);
+    }
 }
 
 /// The miss clock of the route running now, if a route is running (None: no post-script

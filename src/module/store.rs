@@ -1,18 +1,26 @@
 //! ts_store([uri]): remember the current transaction under the AoR of `uri` (default: the R-URI).
 
-use super::on_destroy::ts_on_destroy;
 use super::aor::aor_key;
 use super::{route_frames, silo};
 use crate::kam::log::RateLimit;
 use crate::kam::str::show;
 use crate::kam::{msg, tm};
-use crate::silo::{StoreError, Stored};
+use crate::silo::{StoreError, Stored, TxHandle};
 use crate::sys;
+use once_cell::sync::OnceCell;
 use std::ffi::c_int;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// ts_store's return code when a limit refused the transaction.
 pub const LIMIT_REACHED: c_int = -3;
+
+/// The TMCB_DESTROY callback ts_store registers (exports/callbacks.rs), which calls `forget`.
+static ON_DESTROY: OnceCell<tm::Callback> = OnceCell::new();
+
+/// mod_init: which callback TM is to call when a stored transaction is destroyed.
+pub fn on_destroy(callback: tm::Callback) {
+    let _ = ON_DESTROY.set(callback);
+}
 
 /// Logs a refusal, rate-limited: a flood must not flood the log too.
 fn report_refusal(what: &str, key: &[u8]) {
@@ -53,7 +61,8 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
     });
     let mut catch_up = Vec::new();
     // TM's TMCB_DESTROY removes the entry; without it, the entry is not kept.
-    let watch = |handle: crate::silo::TxHandle| tm::on_destroy(msg, t, ts_on_destroy, handle.as_ptr().cast());
+    let Some(&on_destroy) = ON_DESTROY.get() else { return -1 };
+    let watch = |handle: TxHandle| tm::on_destroy(msg, t, on_destroy, handle.as_ptr().cast());
     let rc = match silo.store_watched(key, id, watch) {
         Ok(Stored::New(_)) => {
             lm_dbg!("transaction {}:{} stored for {}", id.index, id.label, show(key));
@@ -94,4 +103,22 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
         route_frames::track(f, id, catch_up);
     }
     rc
+}
+
+/// TM destroyed a stored transaction: its entry leaves the silo, and appends left on it for a
+/// route that never resumed it (it was suspended) go with it.
+///
+/// # Safety
+/// `handle` is the entry ts_store registered with the transaction's TMCB_DESTROY, which TM
+/// runs once.
+pub unsafe fn forget(handle: TxHandle) {
+    let Some(silo) = silo() else { return };
+    // SAFETY: the caller's contract.
+    let id = unsafe { handle.as_ref() }.id;
+    lm_dbg!("transaction {}:{} destroyed, removing it", id.index, id.label);
+    // SAFETY: as above: stored once, removed here once.
+    unsafe { silo.remove(handle) };
+    if let Some(dropped) = silo.take_parked(id) {
+        lm_dbg!("transaction {}:{} destroyed while suspended: {} append(s) left on it dropped", id.index, id.label, dropped.len());
+    }
 }

@@ -1,11 +1,11 @@
 //! RPC commands: ts.dump [brief|full] [offset [count]], ts.lookup <uri>, with the C module's
 //! reply structure; ts.stats and ts.append.
 
-use super::append::{NOTHING_STORED, append_all};
-use super::request::Branches;
+use crate::module::append::{NOTHING_STORED, append_all};
+use crate::module::request::Branches;
 use super::stats::STATS;
-use super::silo;
-use super::aor::key_of_uri;
+use crate::module::silo;
+use crate::module::aor::key_of_uri;
 use crate::kam::export::CTable;
 use crate::kam::guard::guard;
 use crate::kam::rpc::{Rpc, RpcFailed, RpcStruct};
@@ -209,7 +209,7 @@ unsafe extern "C" fn rpc_append(api: *mut sys::rpc_t, ctx: *mut c_void) {
         // Run by the RPC process (no message of its own): nothing of this append (XAVPs the
         // lookup or a branch route added) may reach the next. Over HTTP (jsonrpcs in a SIP
         // worker) a message's route is running: its state is its own.
-        if super::route_frames::route_clock().is_none() {
+        if crate::module::route_frames::route_clock().is_none() {
             crate::kam::process::reset_message_env();
         }
         match done {

@@ -1,9 +1,9 @@
 //! KEMI exports (module `tsilo`), for Lua/Python/JS routing scripts: the same functions as the
 //! native script, with `str*` and `int` parameters.
 
-use super::append::{self, append_dset_to_aor, append_to, append_to_aor};
-use super::request::{Branches, contact_filter, contact_of_register, table_name};
-use super::store::ts_store;
+use crate::module::append::{self, append_dset_to_aor, append_to, append_to_aor};
+use crate::module::request::{Branches, contact_filter, contact_of_register, table_name};
+use crate::module::store::ts_store;
 use crate::kam::guard::guard;
 use crate::kam::str::bytes;
 use crate::silo::TransactionId;

@@ -1,9 +1,9 @@
 //! The native script functions: Kamailio calls these with the fixed-up `char*` parameters.
 //! Each evaluates its parameters for the message and calls the shared implementation.
 
-use super::append::{self, append_dset_to_aor, append_to, append_to_aor};
-use super::request::{Branches, contact_filter, contact_of_register};
-use super::store::ts_store;
+use crate::module::append::{self, append_dset_to_aor, append_to, append_to_aor};
+use crate::module::request::{Branches, contact_filter, contact_of_register};
+use crate::module::store::ts_store;
 use crate::kam::guard::guard;
 use crate::kam::param;
 use crate::silo::TransactionId;
@@ -39,7 +39,7 @@ pub unsafe extern "C" fn fixup_free_table_spve(param: *mut *mut c_void, param_no
 }
 pub unsafe extern "C" fn fixup_append_to(param: *mut *mut c_void, param_no: c_int) -> c_int {
     // The script appends by id: transactions are in flight from their creation (route_frames.rs).
-    super::config::enable_births();
+    crate::module::config::enable_births();
     // SAFETY: as above.
     unsafe {
         match param_no {

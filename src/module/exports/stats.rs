@@ -1,7 +1,7 @@
 //! Statistics in group `tsilo` (kamcmd stats.get_statistics tsilo:). They are computed from the
 //! silo's own shared counters (STAT_IS_FUNC), so the silo core needs no Kamailio counter API.
 
-use super::silo;
+use crate::module::silo;
 use crate::sys;
 use std::ffi::{CStr, c_char};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
