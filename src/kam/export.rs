@@ -15,3 +15,12 @@ pub struct CStrPtr(pub *const std::ffi::c_char);
 
 // SAFETY: points to a 'static C string literal.
 unsafe impl Sync for CStrPtr {}
+
+/// A `&'static CStr` of a literal built with `concat!(..., "\0")` (in a macro, where `c"..."`
+/// cannot be built); panics at compile time if it is not one.
+pub const fn c_str(s: &'static str) -> &'static std::ffi::CStr {
+    match std::ffi::CStr::from_bytes_with_nul(s.as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("not a NUL-terminated string without inner NULs"),
+    }
+}

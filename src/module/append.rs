@@ -8,12 +8,14 @@
 //! takes the same lock.
 
 use super::aor::aor_key;
-use super::request::{Branches, Only, decode, encode};
+use super::request::{Branches, Only, contact_filter, contact_of_register, decode, encode};
 use super::{config, silo};
 use crate::silo::FlightHandle;
 use crate::kam::dset::{self, DsetSnapshot};
 use crate::kam::process::monotonic_ms;
+use crate::kam::msg::Msg;
 use crate::kam::str::show;
+use crate::kam::uri::SipUri;
 use crate::kam::{registrar, tm};
 use crate::silo::{Claim, Counters, TransactionId};
 use std::ffi::{CStr, CString, c_int};
@@ -84,6 +86,49 @@ pub enum Appended {
     NothingNew,
     /// It was suspended: resumed through resume_route.
     Resumed,
+}
+
+// ---- the script functions (native and KEMI alike: exports/) ----
+
+/// ts_append(table, ruri): the contacts of `ruri` in `table` to every call stored for its AoR.
+pub fn ts_append(table: &CStr, ruri: &[u8]) -> c_int {
+    append_to_aor(ruri, &Branches::Lookup { table, uri: Some(ruri) }, None)
+}
+
+/// ts_append_to(tindex, tlabel, table[, uri]): the contacts of `uri` (default: the
+/// transaction's R-URI) to transaction `id`.
+pub fn ts_append_to(id: TransactionId, table: &CStr, uri: Option<&[u8]>) -> c_int {
+    if let Some(uri) = uri {
+        if SipUri::parse(uri).is_none() {
+            lm_err!("bad uri [{}]", show(uri));
+            return ERROR;
+        }
+    }
+    append_to(id, &Branches::Lookup { table, uri }, None)
+}
+
+/// ts_append_by_contact(table, ruri[, contact]): as ts_append, only the contact given (default:
+/// the request's Contact, for a REGISTER).
+pub fn ts_append_by_contact(msg: Msg, table: &CStr, ruri: &[u8], contact: Option<&[u8]>) -> c_int {
+    let Some(contact) = (match contact {
+        Some(c) => contact_filter(c),
+        None => contact_of_register(msg),
+    }) else {
+        return ERROR;
+    };
+    append_to_aor(ruri, &Branches::Lookup { table, uri: Some(ruri) }, Some(&contact))
+}
+
+/// ts_append_branches(uri): the branches the script put in the current destination set are
+/// appended to every stored transaction of `uri`; the set is left as the script built it.
+pub fn ts_append_branches(uri: &[u8]) -> c_int {
+    let set = DsetSnapshot::take();
+    if set.is_empty() {
+        lm_err!("no branch in the destination set (use append_branch() first)");
+        return ERROR;
+    }
+    // Each append puts the script's set back after itself (dset::Isolated).
+    append_to_aor(uri, &Branches::Dset(&set), None)
 }
 
 /// ts_append_to's return code for an append's outcome: C's where C has one.
@@ -371,17 +416,6 @@ pub fn append_to_aor(ruri: &[u8], branches: &Branches, contact: Option<&CStr>) -
     append_all(ruri, branches, contact).map_or_else(|code| code, |_| OK)
 }
 
-/// ts_append_branches(uri): the branches the script put in the current destination set are
-/// appended to every stored transaction of `uri`; the set is left as the script built it.
-pub fn append_dset_to_aor(uri: &[u8]) -> c_int {
-    let set = DsetSnapshot::take();
-    if set.is_empty() {
-        lm_err!("no branch in the destination set (use append_branch() first)");
-        return ERROR;
-    }
-    // Each append puts the script's set back after itself (dset::Isolated).
-    append_to_aor(uri, &Branches::Dset(&set), None)
-}
 
 /// An append's hold on its transaction (`silo::Claim::Mine`): when dropped, also on a panic or
 /// an early return, the hold ends and what other processes left meanwhile is appended.

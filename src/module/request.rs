@@ -5,7 +5,7 @@
 
 use crate::kam::dset::DsetSnapshot;
 use crate::kam::str::show;
-use crate::sys;
+use crate::kam::msg::Msg;
 use std::ffi::{CStr, CString};
 
 /// Where the new branches come from.
@@ -67,14 +67,10 @@ pub fn table_name(table: &[u8]) -> Option<CString> {
     }
 }
 
-/// Script and KEMI share these: `msg` is unused by the appends themselves (they work on each
-/// stored transaction's own request), but the contact may come from it.
-///
-/// # Safety
-/// `msg` is the request being processed.
-pub unsafe fn contact_of_register(msg: *mut sys::sip_msg) -> Option<CString> {
-    // SAFETY: the caller's contract.
-    match unsafe { crate::kam::msg::first_contact_uri(msg) } {
+/// The contact filter of ts_append_by_contact without a contact: the request's own (the
+/// REGISTER's first Contact). The appends themselves work on each stored transaction's request.
+pub fn contact_of_register(msg: Msg) -> Option<CString> {
+    match msg.first_contact_uri() {
         Ok(uri) => contact_filter(uri),
         Err(why) => {
             lm_warn!("ts_append_by_contact: {why}");

@@ -4,9 +4,9 @@ use super::aor::aor_key;
 use super::{route_frames, silo};
 use crate::kam::log::RateLimit;
 use crate::kam::str::show;
-use crate::kam::{msg, tm};
+use crate::kam::msg::Msg;
+use crate::kam::tm;
 use crate::silo::{StoreError, Stored, TxHandle};
-use crate::sys;
 use once_cell::sync::OnceCell;
 use std::ffi::c_int;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,7 +18,7 @@ pub const LIMIT_REACHED: c_int = -3;
 static ON_DESTROY: OnceCell<tm::Callback> = OnceCell::new();
 
 /// mod_init: which callback TM is to call when a stored transaction is destroyed.
-pub fn on_destroy(callback: tm::Callback) {
+pub fn set_destroy_callback(callback: tm::Callback) {
     let _ = ON_DESTROY.set(callback);
 }
 
@@ -33,14 +33,10 @@ fn report_refusal(what: &str, key: &[u8]) {
 /// Stores the current transaction for the AoR of `uri`, or of the request URI when `uri` is None
 /// or empty. 1 on success (also when it was stored already), LIMIT_REACHED when a limit refused
 /// it, -1 on other errors.
-///
-/// # Safety
-/// `msg` is the request being processed by the calling script function.
-pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
+pub fn ts_store(msg: Msg, uri: Option<&[u8]>) -> c_int {
     let uri = match uri {
         Some(u) if !u.is_empty() => u,
-        // SAFETY: the caller's contract.
-        _ => unsafe { msg::request_uri(msg) },
+        _ => msg.request_uri(),
     };
     let Some(key) = aor_key(uri) else { return -1 };
     let key = &*key;
@@ -62,7 +58,7 @@ pub unsafe fn ts_store(msg: *mut sys::sip_msg, uri: Option<&[u8]>) -> c_int {
     let mut catch_up = Vec::new();
     // TM's TMCB_DESTROY removes the entry; without it, the entry is not kept.
     let Some(&on_destroy) = ON_DESTROY.get() else { return -1 };
-    let watch = |handle: TxHandle| tm::on_destroy(msg, t, on_destroy, handle.as_ptr().cast());
+    let watch = |handle: TxHandle| tm::on_destroy(msg.as_ptr(), t, on_destroy, handle.as_ptr().cast());
     let rc = match silo.store_watched(key, id, watch) {
         Ok(Stored::New(_)) => {
             lm_dbg!("transaction {}:{} stored for {}", id.index, id.label, show(key));

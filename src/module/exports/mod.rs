@@ -16,7 +16,7 @@ use crate::kam::{registrar, script_cb, tm, usrloc};
 use crate::sys;
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::null_mut;
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, AtomicPtr};
 
 // ---- the loader's version check (core/sr_module.c) ----
 
@@ -33,60 +33,26 @@ const fn int_param(name: &'static std::ffi::CStr, value: &'static AtomicI32) -> 
     sys::param_export_t { name: name.as_ptr() as *mut c_char, type_: sys::PARAM_INT, param_pointer: value.as_ptr() as *mut c_void }
 }
 
+/// modparam stores a pointer to its (pkg-copied, NUL-terminated) string here.
+const fn string_param(name: &'static std::ffi::CStr, value: &'static AtomicPtr<c_char>) -> sys::param_export_t {
+    sys::param_export_t { name: name.as_ptr() as *mut c_char, type_: sys::PARAM_STRING, param_pointer: value.as_ptr() as *mut c_void }
+}
+
 static PARAMS: CTable<[sys::param_export_t; 7]> = CTable([
     int_param(c"hash_size", &config::HASH_SIZE),
     int_param(c"use_domain", &config::USE_DOMAIN),
     int_param(c"max_transactions", &config::MAX_TRANSACTIONS),
     int_param(c"max_transactions_per_aor", &config::MAX_TRANSACTIONS_PER_AOR),
-    sys::param_export_t {
-        name: c"auto_append".as_ptr() as *mut c_char,
-        type_: sys::PARAM_STRING,
-        param_pointer: config::AUTO_APPEND.as_ptr() as *mut c_void,
-    },
-    sys::param_export_t {
-        name: c"resume_route".as_ptr() as *mut c_char,
-        type_: sys::PARAM_STRING,
-        param_pointer: config::RESUME_ROUTE.as_ptr() as *mut c_void,
-    },
+    string_param(c"auto_append", &config::AUTO_APPEND),
+    string_param(c"resume_route", &config::RESUME_ROUTE),
     sys::param_export_t { name: null_mut(), type_: 0, param_pointer: null_mut() },
-]);
-
-// ---- script functions ----
-
-const ROUTES: u32 = sys::REQUEST_ROUTE | sys::FAILURE_ROUTE;
-
-type Fixup = unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int;
-
-const fn cmd(name: &'static std::ffi::CStr, function: *const (), params: c_int, fixup: Option<Fixup>, free: Option<Fixup>) -> sys::cmd_export_t {
-    sys::cmd_export_t {
-        name: name.as_ptr() as *mut c_char,
-        // SAFETY: Kamailio calls a function with as many `char*` parameters as `param_no` says;
-        // each wrapper is declared with exactly that many.
-        function: unsafe { std::mem::transmute::<*const (), sys::cmd_function>(function) },
-        param_no: params,
-        fixup,
-        free_fixup: free,
-        flags: ROUTES,
-    }
-}
-
-static CMDS: CTable<[sys::cmd_export_t; 9]> = CTable([
-    cmd(c"ts_store", script::w_ts_store0 as *const (), 0, None, None),
-    cmd(c"ts_store", script::w_ts_store1 as *const (), 1, Some(sys::fixup_spve_null), Some(sys::fixup_free_spve_null)),
-    cmd(c"ts_append", script::w_ts_append as *const (), 2, Some(script::fixup_table_spve), Some(script::fixup_free_table_spve)),
-    cmd(c"ts_append_to", script::w_ts_append_to3 as *const (), 3, Some(script::fixup_append_to), Some(script::fixup_free_append_to)),
-    cmd(c"ts_append_to", script::w_ts_append_to4 as *const (), 4, Some(script::fixup_append_to), Some(script::fixup_free_append_to)),
-    cmd(c"ts_append_by_contact", script::w_ts_append_by_contact2 as *const (), 2, Some(script::fixup_table_spve), Some(script::fixup_free_table_spve)),
-    cmd(c"ts_append_by_contact", script::w_ts_append_by_contact3 as *const (), 3, Some(script::fixup_table_spve), Some(script::fixup_free_table_spve)),
-    cmd(c"ts_append_branches", script::w_ts_append_branches as *const (), 1, Some(sys::fixup_spve_null), Some(sys::fixup_free_spve_null)),
-    sys::cmd_export_t { name: null_mut(), function: None, param_no: 0, fixup: None, free_fixup: None, flags: 0 },
 ]);
 
 #[unsafe(no_mangle)]
 pub static exports: CTable<sys::module_exports> = CTable(sys::module_exports {
     name: c"tsilo".as_ptr() as *mut c_char,
     dlflags: sys::DEFAULT_DLFLAGS,
-    cmds: CMDS.0.as_ptr() as *mut _,
+    cmds: script::CMDS.0.as_ptr() as *mut _,
     params: PARAMS.0.as_ptr() as *mut _,
     rpc_methods: rpc::METHODS.0.as_ptr() as *mut _,
     pv_items: null_mut(),
@@ -126,7 +92,7 @@ fn init() -> Result<(), String> {
     }
     create_silo()?;
     append::arm_failpoints();
-    store::on_destroy(callbacks::on_destroy);
+    store::set_destroy_callback(callbacks::on_destroy);
     if !script_cb::register(callbacks::on_route_start, callbacks::on_route_end) || !tm::on_request_in(callbacks::on_request_in) {
         return Err("failed to register the script and TM callbacks".into());
     }

@@ -2,6 +2,7 @@
 //! silo's own shared counters (STAT_IS_FUNC), so the silo core needs no Kamailio counter API.
 
 use crate::module::silo;
+use crate::kam::export::c_str;
 use crate::sys;
 use std::ffi::{CStr, c_char};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -21,13 +22,6 @@ macro_rules! stats {
         pub const STATS: [(&CStr, extern "C" fn() -> sys::counter_val_t); [$(stringify!($name)),*].len()] =
             [$((c_str(concat!(stringify!($name), "\0")), $name)),*];
     };
-}
-
-const fn c_str(s: &'static str) -> &'static CStr {
-    match CStr::from_bytes_with_nul(s.as_bytes()) {
-        Ok(c) => c,
-        Err(_) => panic!("statistic name"),
-    }
 }
 
 stats!(
