@@ -1,4 +1,5 @@
 use super::*;
+use super::table::find_record;
 use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering::SeqCst};
 
 /// The process heap, counting live blocks so tests can prove nothing leaks.
