@@ -9,16 +9,56 @@
 //! while a route that started before it has not reached `ts_store()` yet (the time of one
 //! `t_relay()`): misses older than `TTL_MS` are freed, and all of them together never take
 //! more than `MAX_BYTES` of shared memory (beyond that a miss is dropped and counted).
+//!
+//! The silo's miss clock ticks once per miss: a route reads it when it starts, and its store asks
+//! for the misses after that reading. Here are the silo's miss methods and each slot's list; the
+//! append's lookup that notes a miss is `Silo::transactions_for_append` (in `table.rs`).
 
-use super::ShmAlloc;
+use super::{ShmAlloc, Silo, key_hash};
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
 /// How long a miss is kept (ms): far longer than a relay takes, DNS look-ups included.
 pub const TTL_MS: u64 = 5_000;
 /// The most shared memory all misses may take (a REGISTER flood of unknown AoRs).
 pub const MAX_BYTES: u64 = 2 << 20;
+
+impl<A: ShmAlloc> Silo<A> {
+    /// The miss clock now: a route reads it when it starts, to ask `missed_since` later.
+    pub fn miss_clock(&self) -> u64 {
+        self.miss_clock.load(SeqCst)
+    }
+
+    /// The requests of the appends for `key` that found nothing stored after the miss clock
+    /// read `since`, oldest first: what a store's catch-up carries out.
+    pub fn missed_since(&self, key: &[u8], since: u64) -> Vec<Vec<u8>> {
+        // No append missed anywhere since: nothing to look for (and no lock to take).
+        if self.miss_clock() == since {
+            return Vec::new();
+        }
+        let slot = self.slot(key_hash(key));
+        let _guard = self.lock(slot);
+        // SAFETY: read under the slot lock.
+        unsafe { (*slot).misses.since(key, since) }
+    }
+
+    /// Frees the misses older than `MISS_TTL_MS` at `now_ms`, slot by slot (a timer's sweep;
+    /// appends also prune the slot they miss in).
+    pub fn prune_misses(&self, now_ms: u64) {
+        for i in 0..self.size {
+            let slot = self.slot(i);
+            let _guard = self.lock(slot);
+            // SAFETY: changed under the slot lock.
+            unsafe { (*slot).misses.prune(self.alloc, &self.misses, now_ms) };
+        }
+    }
+
+    /// Misses kept now, their bytes, and how many were dropped (`MISS_MAX_BYTES`) so far.
+    pub fn miss_totals(&self) -> (u64, u64, u64) {
+        (self.misses.count.load(Relaxed), self.misses.bytes.load(Relaxed), self.misses.dropped.load(Relaxed))
+    }
+}
 
 #[repr(C)]
 struct Miss {

@@ -25,7 +25,7 @@ use table::Slot;
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use core::sync::atomic::AtomicU64;
 
 /// Memory every process using the silo can see. Returned blocks are aligned to 8 bytes.
 pub trait ShmAlloc: Copy {
@@ -168,40 +168,6 @@ impl<A: ShmAlloc> Silo<A> {
 
     pub fn size(&self) -> u32 {
         self.size
-    }
-
-    /// The miss clock now: a route reads it when it starts, to ask `missed_since` later.
-    pub fn miss_clock(&self) -> u64 {
-        self.miss_clock.load(SeqCst)
-    }
-
-    /// The requests of the appends for `key` that found nothing stored after the miss clock
-    /// read `since`, oldest first: what a store's catch-up carries out.
-    pub fn missed_since(&self, key: &[u8], since: u64) -> Vec<Vec<u8>> {
-        // No append missed anywhere since: nothing to look for (and no lock to take).
-        if self.miss_clock() == since {
-            return Vec::new();
-        }
-        let slot = self.slot(key_hash(key));
-        let _guard = self.lock(slot);
-        // SAFETY: read under the slot lock.
-        unsafe { (*slot).misses.since(key, since) }
-    }
-
-    /// Frees the misses older than `MISS_TTL_MS` at `now_ms`, slot by slot (a timer's sweep;
-    /// appends also prune the slot they miss in).
-    pub fn prune_misses(&self, now_ms: u64) {
-        for i in 0..self.size {
-            let slot = self.slot(i);
-            let _guard = self.lock(slot);
-            // SAFETY: changed under the slot lock.
-            unsafe { (*slot).misses.prune(self.alloc, &self.misses, now_ms) };
-        }
-    }
-
-    /// Misses kept now, their bytes, and how many were dropped (`MISS_MAX_BYTES`) so far.
-    pub fn miss_totals(&self) -> (u64, u64, u64) {
-        (self.misses.count.load(Relaxed), self.misses.bytes.load(Relaxed), self.misses.dropped.load(Relaxed))
     }
 
     /// Marks a transaction in flight (its storing route has not finished): see `flight.rs`.

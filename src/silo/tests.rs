@@ -1,6 +1,6 @@
 use super::*;
 use super::table::find_record;
-use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering::SeqCst};
+use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
 /// The process heap, counting live blocks so tests can prove nothing leaks.
 #[derive(Clone, Copy)]
