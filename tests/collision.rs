@@ -410,7 +410,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Lines of a node's log that show TM or the module in trouble.
 fn bad_lines(log: &str) -> Vec<String> {
     // Includes TM's "failure to add branches (-1)": TM asked to add only contacts that have a
-    // branch already. The module never asks that (README, section 11).
+    // branch already. The module never asks that (docs/design.md, the relay race).
     log.lines()
         .filter(|l| {
             l.contains("CRITICAL")
