@@ -4,7 +4,7 @@
 #   make test      deps + build + unit and integration tests (what CI runs)
 #   make test-debian13  make test and make test-deb in a Debian 13 root (debootstrap, cached in DEBIAN13_CACHE)
 #   make demo      deps + build + Kamailio running examples/kamailio.cfg with this module
-#   make bench     C tsilo.so vs ours, interleaved rounds -> bench/results.json + README table
+#   make bench     C tsilo.so vs ours, interleaved rounds -> bench/results.json + docs/performance.md tables
 #   make soak      100k mixed calls, then 3000 relay collisions per variant, against ours (about 25 minutes)
 #   make deb       build/kamailio-tsilo-rs_<version>_<arch>.deb: replaces Debian's C tsilo.so (dpkg-divert)
 #   make test-deb  lintian, apt install, the example config loads ours, apt remove/purge: C module back
@@ -113,10 +113,11 @@ deb: debian-only deps build
 test-deb: debian-only deps build
 	packaging/test-deb.sh
 
-# With KAMAILIO=..., against that build's C module, into README's table for it.
+# Tables into docs/performance.md, between its markers. With KAMAILIO=..., against that build's C
+# module, into the report's table for it.
 bench: deps build
 	TSILO_MODULE_DIR=$(CURDIR)/$(BUILD_DIR) $(CARGO) run --release -p tsilo-bench -- bench \
-		--out $(CURDIR)/bench/results$(if $(KAMAILIO),-$(UPSTREAM_NAME)).json --readme $(CURDIR)/README.md \
+		--out $(CURDIR)/bench/results$(if $(KAMAILIO),-$(UPSTREAM_NAME)).json --report $(CURDIR)/docs/performance.md \
 		$(if $(KAMAILIO),--section $(UPSTREAM_NAME))
 
 # Collisions per variant of tests/collision.rs in the soak (CI runs 150).

@@ -2,7 +2,7 @@
 //! interleaved rounds (C, ours, C, ours, ...), reported as ratios ours/C.
 //! `make soak`: a long mixed run against ours, checking nothing deadlocks, leaks or is lost.
 //!
-//! tsilo-bench bench [--smoke] [--out FILE] [--readme FILE [--section NAME]]
+//! tsilo-bench bench [--smoke] [--out FILE] [--report FILE [--section NAME]]
 //! tsilo-bench soak  [--smoke] [--calls N]
 
 #[path = "../../tests/harness/mod.rs"]
@@ -360,7 +360,7 @@ fn fanout(module: Module, plan: &Plan, run: u32) -> Result<Vec<(usize, f64, f64)
     Ok(out)
 }
 
-fn bench(smoke: bool, out: Option<PathBuf>, readme: Option<PathBuf>, section: Option<String>) -> Result<(), String> {
+fn bench(smoke: bool, out: Option<PathBuf>, report_file: Option<PathBuf>, section: Option<String>) -> Result<(), String> {
     let plan = Plan::new(smoke);
     let mut rounds: Vec<(Module, Round)> = Vec::new();
     let started = Instant::now();
@@ -397,8 +397,8 @@ fn bench(smoke: bool, out: Option<PathBuf>, readme: Option<PathBuf>, section: Op
         std::fs::write(&path, report.json()).map_err(|e| e.to_string())?;
         eprintln!("wrote {}", path.display());
     }
-    if let Some(path) = readme {
-        report.update_readme(&path, section.as_deref())?;
+    if let Some(path) = report_file {
+        report.update_report(&path, section.as_deref())?;
         eprintln!("updated {}", path.display());
     }
     Ok(())
@@ -485,7 +485,9 @@ fn main() {
     let smoke = args.iter().any(|a| a == "--smoke");
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let result = match args.first().map(String::as_str) {
-        Some("bench") => bench(smoke, value("--out").map(PathBuf::from), value("--readme").map(PathBuf::from), value("--section")),
+        // The tables left README.md for docs/performance.md: an old `--readme` is refused, not ignored.
+        Some("bench") if args.iter().any(|a| a == "--readme") => Err("--readme is now --report FILE (make bench: docs/performance.md)".into()),
+        Some("bench") => bench(smoke, value("--out").map(PathBuf::from), value("--report").map(PathBuf::from), value("--section")),
         Some("soak") => soak(smoke, value("--calls").and_then(|v| v.parse().ok())),
         // Diagnostics: the fan-out measurement alone, C and ours interleaved.
         Some("fanout") => (|| -> Result<(), String> {
@@ -511,7 +513,7 @@ fn main() {
             let module = if args.iter().any(|a| a == "--c") { Module::C } else { Module::Ours };
             scaling(module, &Plan::new(smoke), 300).map(|v| println!("{v:?}"))
         }
-        _ => Err("usage: tsilo-bench bench [--smoke] [--out FILE] [--readme FILE [--section NAME]] | soak [--smoke] [--calls N]".into()),
+        _ => Err("usage: tsilo-bench bench [--smoke] [--out FILE] [--report FILE [--section NAME]] | soak [--smoke] [--calls N]".into()),
     };
     if let Err(e) = result {
         eprintln!("tsilo-bench: {e}");

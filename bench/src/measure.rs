@@ -1,5 +1,5 @@
 //! Measuring (CPU from /proc, percentiles, an RPC liveness monitor) and reporting (table, JSON,
-//! the README's performance section).
+//! the performance report, docs/performance.md).
 
 use crate::silo_micro::{self, MicroResult};
 use crate::{Module, Round};
@@ -280,9 +280,10 @@ impl Report {
         )
     }
 
-    /// Replaces the README's text between the performance markers with the table: `bench`'s, or
-    /// `bench-SECTION`'s (an upstream Kamailio's table, beside Debian's).
-    pub fn update_readme(&self, path: &Path, section: Option<&str>) -> Result<(), String> {
+    /// Replaces the text between the markers of the performance report (`make bench`:
+    /// docs/performance.md) with the table: `bench`'s, or `bench-SECTION`'s (an upstream
+    /// Kamailio's table, beside Debian's).
+    pub fn update_report(&self, path: &Path, section: Option<&str>) -> Result<(), String> {
         let name = section.map_or("bench".to_string(), |s| format!("bench-{s}"));
         let (start, end) = (format!("<!-- {name}:start -->"), format!("<!-- {name}:end -->"));
         let (start, end) = (start.as_str(), end.as_str());
