@@ -27,12 +27,13 @@ stage=build/deb/$pkg
 doc=$stage/usr/share/doc/$pkg
 
 rm -rf build/deb
-install -d -m 0755 "$stage/DEBIAN" "$stage$moddir" "$doc/examples/cluster"
+install -d -m 0755 "$stage/DEBIAN" "$stage$moddir" "$doc/examples/cluster" "$doc/docs"
 install -m 0644 build/tsilo.so "$stage$moddir/tsilo.so"
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage$moddir/tsilo.so"   # as dh_strip
 install -m 0644 README.md packaging/copyright "$doc/"
 install -m 0644 examples/kamailio.cfg examples/kamailio-lua.cfg examples/tsilo.lua "$doc/examples/"
 install -m 0644 examples/cluster/* "$doc/examples/cluster/"
+install -m 0644 docs/design.md docs/performance.md "$doc/docs/"
 gzip -9n "$doc/README.md"
 
 fill() {   # template -> file, placeholders replaced
