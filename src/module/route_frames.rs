@@ -1,6 +1,6 @@
 //! Route frames: the routes this process is running (the core's pre- and post-script
 //! callbacks), each with the transactions it holds in flight, and what is carried out when it
-//! ends. No append while the storing process may be relaying (README, "Design": the relay race).
+//! ends. No append while the storing process may be relaying (docs/design.md: the relay race).
 //!
 //! TM's `t_relay()` adds branches without TM's reply lock; `t_append_branches()` from another
 //! process at that moment builds into the same branch slot. So a transaction that `ts_store()`
