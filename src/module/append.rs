@@ -1,7 +1,10 @@
 //! Late forking: append branches to stored transactions when a device of their AoR registers.
 //!
 //! ts_append(table, ruri), ts_append_to(tindex, tlabel, table[, uri]),
-//! ts_append_by_contact(table, ruri[, contact]), ts_append_branches(uri).
+//! ts_append_by_contact(table, ruri[, contact]), ts_append_branches(uri), and the appends of
+//! ts.append and auto_append. An append holds its transaction while it asks TM (`Held`);
+//! what it finds held by another process or route it leaves there as a request
+//! (request.rs), which the holder carries out here (`run_left`) when it lets go.
 //!
 //! The ids of an AoR's transactions are copied under the silo lock, and TM is called after the
 //! lock is released: TM may destroy a transaction inside these calls, and the destroy callback
@@ -10,14 +13,13 @@
 use super::aor::aor_key;
 use super::request::{Branches, Only, contact_filter, contact_of_register, decode, encode};
 use super::{config, silo};
-use crate::silo::FlightHandle;
 use crate::kam::dset::{self, DsetSnapshot};
-use crate::kam::process::monotonic_ms;
 use crate::kam::msg::Msg;
+use crate::kam::process::monotonic_ms;
 use crate::kam::str::show;
 use crate::kam::uri::SipUri;
 use crate::kam::{registrar, tm};
-use crate::silo::{Claim, Counters, TransactionId};
+use crate::silo::{Claim, Counters, FlightHandle, TransactionId};
 use std::ffi::{CStr, CString, c_int};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

@@ -3,8 +3,8 @@
 use super::aor::aor_key;
 use super::{route_frames, silo};
 use crate::kam::log::RateLimit;
-use crate::kam::str::show;
 use crate::kam::msg::Msg;
+use crate::kam::str::show;
 use crate::kam::tm;
 use crate::silo::{StoreError, Stored, TxHandle};
 use once_cell::sync::OnceCell;
