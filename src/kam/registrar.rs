@@ -25,18 +25,16 @@ pub fn load() -> bool {
 }
 
 /// Puts the contacts registered in `table` for `uri` (or for the request's R-URI) into the
-/// process's destination set. True when at least one contact was found.
-///
-/// # Safety
-/// `msg` is a live request (here: a transaction's own copy of its INVITE).
-pub unsafe fn lookup_to_dset(msg: *mut sys::sip_msg, table: &std::ffi::CStr, uri: Option<&[u8]>) -> bool {
+/// process's destination set, for `msg` (a transaction's own copy of its INVITE). True when at
+/// least one contact was found.
+pub fn lookup_to_dset(msg: crate::kam::msg::Msg, table: &std::ffi::CStr, uri: Option<&[u8]>) -> bool {
     let api = &REGISTRAR.get().expect("registrar API used before mod_init bound it").0;
     // usrloc finds the table by its NUL-terminated name.
     let mut table = sys::str_ { s: table.as_ptr() as *mut _, len: table.to_bytes().len() as i32 };
     let mut uri = uri.map(crate::kam::str::borrowed);
     let uri_ptr = uri.as_mut().map_or(std::ptr::null_mut(), |u| u as *mut sys::str_);
-    // SAFETY: the caller's contract; the strs outlive the call.
-    unsafe { api.lookup_to_dset.unwrap()(msg, &mut table, uri_ptr) == 1 }
+    // SAFETY: a live message (Msg); the strs outlive the call.
+    unsafe { api.lookup_to_dset.unwrap()(msg.as_ptr(), &mut table, uri_ptr) == 1 }
 }
 
 /// The registrar's settings that shape an AoR, as it reads them when it names one (its cfg

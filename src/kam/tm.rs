@@ -94,6 +94,13 @@ impl TmRef {
     pub fn cell(&self) -> Cell {
         self.0
     }
+
+    /// The request that created the transaction (TM's shm clone), alive while referenced; None
+    /// if it has none.
+    pub fn request(&self) -> Option<crate::kam::msg::Msg<'_>> {
+        // SAFETY: the referenced cell keeps its request until it is freed, after our unref.
+        unsafe { crate::kam::msg::Msg::from_ptr(self.0.request()) }
+    }
 }
 
 impl Drop for TmRef {

@@ -341,8 +341,7 @@ fn append_now(id: TransactionId, branches: &Branches, only: Only, cache: &mut Lo
         Branches::Lookup { table, uri } => match &cache.0 {
             Some(c) if c.method == cell.method() && c.table.as_c_str() == *table && *uri == Some(c.uri.as_slice()) => c.set.restore(),
             _ => {
-                // SAFETY: the transaction's own request, alive while we hold the reference.
-                if !unsafe { registrar::lookup_to_dset(cell.request(), table, *uri) } {
+                if !t.request().is_some_and(|req| registrar::lookup_to_dset(req, table, *uri)) {
                     lm_err!("transaction [{}:{}]: no contact found in table {}", id.index, id.label, show(table.to_bytes()));
                     count(|c| &c.append_lookup_failed);
                     return Now::Done(Err(LOOKUP_FAILED));
