@@ -1,8 +1,9 @@
 //! tsilo: Kamailio's transaction storage for late parallel forking, in Rust.
 //!
 //! Layers, bottom up: `sys` (generated bindings), `kam` (a thin safe layer over Kamailio's C
-//! API), `silo` (the pure-Rust shared-memory store), `module` (what Kamailio loads: exports,
-//! script functions, KEMI, RPC, statistics).
+//! API), `silo` (the pure-Rust shared-memory store), `module` (the module's logic, and in
+//! `module/exports/` everything Kamailio calls: script functions, KEMI, RPC, statistics,
+//! callbacks). `aor` and `routes` are pure Rust the module uses, unit-tested without Kamailio.
 
 pub mod aor;
 pub mod routes;

@@ -18,7 +18,7 @@ use std::ffi::{CStr, CString, c_int, c_void};
 trait Arg {
     type Raw;
     type Value<'a>;
-    const KIND: u32;
+    const KIND: c_int;
     /// None after logging why the argument cannot be used.
     unsafe fn value<'a>(raw: Self::Raw) -> Option<Self::Value<'a>>;
 }
@@ -28,7 +28,7 @@ struct Str;
 impl Arg for Str {
     type Raw = *mut sys::str_;
     type Value<'a> = &'a [u8];
-    const KIND: u32 = sys::SR_KEMIP_STR;
+    const KIND: c_int = sys::SR_KEMIP_STR as c_int;
     unsafe fn value<'a>(raw: *mut sys::str_) -> Option<Self::Value<'a>> {
         // SAFETY: KEMI passes valid str pointers (or null) for the call.
         Some(unsafe { raw.as_ref().map_or(&[][..], |s| bytes(s)) })
@@ -40,7 +40,7 @@ struct Int;
 impl Arg for Int {
     type Raw = c_int;
     type Value<'a> = c_int;
-    const KIND: u32 = sys::SR_KEMIP_INT;
+    const KIND: c_int = sys::SR_KEMIP_INT as c_int;
     unsafe fn value<'a>(raw: c_int) -> Option<Self::Value<'a>> {
         Some(raw)
     }
@@ -51,7 +51,7 @@ struct Table;
 impl Arg for Table {
     type Raw = *mut sys::str_;
     type Value<'a> = CString;
-    const KIND: u32 = sys::SR_KEMIP_STR;
+    const KIND: c_int = sys::SR_KEMIP_STR as c_int;
     unsafe fn value<'a>(raw: *mut sys::str_) -> Option<Self::Value<'a>> {
         // SAFETY: as for Str.
         table_name(unsafe { Str::value(raw) }?)
@@ -62,10 +62,10 @@ fn kstr(s: &'static CStr) -> sys::str_ {
     sys::str_ { s: s.as_ptr() as *mut _, len: s.to_bytes().len() as c_int }
 }
 
-fn export(name: &'static CStr, func: *mut c_void, params: &[u32]) -> sys::sr_kemi_t {
+fn export(name: &'static CStr, func: *mut c_void, params: &[c_int]) -> sys::sr_kemi_t {
     let mut ptypes = [sys::SR_KEMIP_NONE as c_int; 6];
     for (p, &kind) in ptypes.iter_mut().zip(params) {
-        *p = kind as c_int;
+        *p = kind;
     }
     sys::sr_kemi_t { mname: kstr(c"tsilo"), fname: kstr(name), rtype: sys::SR_KEMIP_INT as c_int, func, ptypes }
 }
