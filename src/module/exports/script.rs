@@ -109,7 +109,7 @@ unsafe fn fixup_nth(fixups: &[ParamFixup], param: *mut *mut c_void, param_no: c_
     }
 }
 
-/// `the_name` -> "the_name".
+/// A parameter's name in error messages: its `("description")` if it has one, else its own name.
 macro_rules! name_of {
     ($what:literal, $arg:ident) => {
         $what
@@ -179,8 +179,7 @@ macro_rules! script_functions {
     };
 }
 
-/// Where the functions may be called from (ts_append_* in a failure route append to the
-/// stored calls of another AoR, or to their own).
+/// Where the functions may be called from: request and failure routes, as the C module's.
 const ROUTES: u32 = sys::REQUEST_ROUTE | sys::FAILURE_ROUTE;
 
 const fn cmd(name: &'static CStr, function: *const (), params: c_int, fixup: Option<Fixup>, free: Option<Fixup>) -> sys::cmd_export_t {
