@@ -21,6 +21,12 @@ pub struct Routes<F> {
     frames: Vec<(RouteKind, F)>,
 }
 
+impl<F> Default for Routes<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<F> Routes<F> {
     pub const fn new() -> Self {
         Routes { frames: Vec::new() }

@@ -94,6 +94,8 @@ pub enum Claim {
 
 impl Flights {
     pub const fn new() -> Self {
+        // A template: the array below gets a fresh copy of it per shard.
+        #[allow(clippy::declare_interior_mutable_const)]
         const SHARD: Shard = Shard {
             lock: ShmMutex::new(),
             count: AtomicU32::new(0),
@@ -372,7 +374,10 @@ impl Flights {
         // SAFETY: the caller's contract.
         unsafe {
             let mut link = shard.first.get();
-            while !(*link).is_null() && !((**link).id == id && (**link).parked && (**link).born == 0) {
+            while let Some(f) = (*link).as_ref() {
+                if f.id == id && f.parked && f.born == 0 {
+                    break;
+                }
                 link = &raw mut (**link).next;
             }
             let f = *link;

@@ -165,7 +165,9 @@ unsafe extern "C" fn rpc_stats(api: *mut sys::rpc_t, ctx: *mut c_void) {
         let build = || -> Result<(), RpcFailed> {
             let top = rpc.add_struct()?;
             for (name, read) in STATS {
-                top.int(name, read() as i64)?;
+                // counter_val_t is C's long: i64 here, i32 on 32-bit targets.
+                #[allow(clippy::useless_conversion)]
+                top.int(name, i64::from(read()))?;
             }
             let table = top.sub_struct(c"table")?;
             table.int(c"slots", i64::from(silo.size()))?;
