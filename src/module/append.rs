@@ -98,8 +98,10 @@ pub fn ts_append(table: &CStr, ruri: &[u8]) -> c_int {
 }
 
 /// ts_append_to(tindex, tlabel, table[, uri]): the contacts of `uri` (default: the
-/// transaction's R-URI) to transaction `id`.
-pub fn ts_append_to(id: TransactionId, table: &CStr, uri: Option<&[u8]>) -> c_int {
+/// transaction's R-URI) to the transaction with that index and label.
+pub fn ts_append_to(index: c_int, label: c_int, table: &CStr, uri: Option<&[u8]>) -> c_int {
+    // TM's index and label are unsigned; scripts hold them as ints.
+    let id = TransactionId { index: index as u32, label: label as u32 };
     if let Some(uri) = uri {
         if SipUri::parse(uri).is_none() {
             lm_err!("bad uri [{}]", show(uri));

@@ -1,7 +1,7 @@
 //! Every callback Kamailio, TM and usrloc call (registered in mod_init, or by ts_store for
 //! TMCB_DESTROY): each guards against panics and hands over to the logic.
 
-use crate::module::{auto_append, config, route_frames, silo, store, sweep_misses as sweep};
+use crate::module::{auto_append, config, route_frames, store, sweep_misses as sweep};
 use crate::kam::guard::guard;
 use crate::kam::script_cb;
 use crate::kam::usrloc;
@@ -17,9 +17,6 @@ pub unsafe extern "C" fn on_destroy(_t: *mut sys::cell, kind: c_int, params: *mu
         // SAFETY: a plain query of the core's shutdown state.
         if kind as u32 & sys::TMCB_DESTROY == 0 || unsafe { sys::destroy_modules_phase() } != 0 {
             return; // at shutdown the whole silo is freed by destroy()
-        }
-        if silo().is_none() {
-            return;
         }
         // SAFETY: TM passes back the parameter registered in ts_store: our entry's address.
         let Some(handle) = (unsafe { params.as_ref() })

@@ -10,7 +10,6 @@ use crate::kam::str::bytes;
 use crate::module::append::{self, ts_append, ts_append_branches, ts_append_by_contact, ts_append_to};
 use crate::module::request::table_name;
 use crate::module::store::ts_store;
-use crate::silo::TransactionId;
 use crate::sys;
 use std::ffi::{CStr, CString, c_int, c_void};
 
@@ -95,9 +94,6 @@ macro_rules! kemi_functions {
     };
 }
 
-fn id(index: c_int, label: c_int) -> TransactionId {
-    TransactionId { index: index as u32, label: label as u32 }
-}
 
 /// Adds the exports to Kamailio's KEMI registry (from mod_register); the table lives forever.
 pub fn register() -> c_int {
@@ -105,9 +101,9 @@ pub fn register() -> c_int {
         ts_store => fn(msg) { ts_store(msg, None) }
         ts_store_uri => fn(msg, uri: Str) { ts_store(msg, Some(uri)) }
         ts_append => fn(_msg, table: Table, ruri: Str) { ts_append(&table, ruri) }
-        ts_append_to => fn(_msg, index: Int, label: Int, table: Table) { ts_append_to(id(index, label), &table, None) }
+        ts_append_to => fn(_msg, index: Int, label: Int, table: Table) { ts_append_to(index, label, &table, None) }
         ts_append_to_uri => fn(_msg, index: Int, label: Int, table: Table, uri: Str) {
-            ts_append_to(id(index, label), &table, Some(uri))
+            ts_append_to(index, label, &table, Some(uri))
         }
         ts_append_by_contact => fn(msg, table: Table, ruri: Str) { ts_append_by_contact(msg, &table, ruri, None) }
         ts_append_by_contact_uri => fn(msg, table: Table, ruri: Str, contact: Str) {

@@ -8,7 +8,6 @@ use crate::kam::msg::Msg;
 use crate::kam::param;
 use crate::module::append::{self, ts_append, ts_append_branches, ts_append_by_contact, ts_append_to};
 use crate::module::{config, store::ts_store};
-use crate::silo::TransactionId;
 use crate::sys;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::null_mut;
@@ -104,7 +103,7 @@ impl Param for Table {
 unsafe fn fixup_nth(fixups: &[ParamFixup], param: *mut *mut c_void, param_no: c_int) -> c_int {
     match usize::try_from(param_no).ok().and_then(|n| fixups.get(n.wrapping_sub(1))) {
         // SAFETY: Kamailio's own arguments, for a parameter of this kind.
-        Some(f) => guard(-1, || unsafe { f(param) }),
+        Some(f) => unsafe { f(param) },
         None => -1,
     }
 }
@@ -161,13 +160,15 @@ macro_rules! script_functions {
                 const FIXUPS: &[ParamFixup] = &[$(<$ka as Param>::fixup),*];
                 const FREES: &[ParamFixup] = &[$(<$ka as Param>::free),*];
                 unsafe extern "C" fn fixup(param: *mut *mut c_void, param_no: c_int) -> c_int {
-                    $($hook;)?
-                    // SAFETY: Kamailio's own arguments.
-                    unsafe { fixup_nth(FIXUPS, param, param_no) }
+                    guard(-1, || {
+                        $($hook;)?
+                        // SAFETY: Kamailio's own arguments.
+                        unsafe { fixup_nth(FIXUPS, param, param_no) }
+                    })
                 }
                 unsafe extern "C" fn free(param: *mut *mut c_void, param_no: c_int) -> c_int {
                     // SAFETY: as above.
-                    unsafe { fixup_nth(FREES, param, param_no) }
+                    guard(-1, || unsafe { fixup_nth(FREES, param, param_no) })
                 }
                 let params = FIXUPS.len();
                 // A function without parameters has no fixup (Kamailio would call it with none).
@@ -195,10 +196,6 @@ const fn cmd(name: &'static CStr, function: *const (), params: c_int, fixup: Opt
     }
 }
 
-fn id(index: i32, label: i32) -> TransactionId {
-    // TM's index and label are unsigned; the script holds them as ints.
-    TransactionId { index: index as u32, label: label as u32 }
-}
 
 script_functions!(CMDS = [
     "ts_store" => fn(msg) { ts_store(msg, None) }
@@ -206,10 +203,10 @@ script_functions!(CMDS = [
     "ts_append" => fn(_msg, table: Table, ruri: Str) { ts_append(table, &ruri) }
     // The script appends by id: transactions are in flight from their creation (route_frames.rs).
     "ts_append_to" uses: config::enable_births() => fn(_msg, tindex: Int("transaction index"), tlabel: Int("transaction label"), table: Table) {
-        ts_append_to(id(tindex, tlabel), table, None)
+        ts_append_to(tindex, tlabel, table, None)
     }
     "ts_append_to" uses: config::enable_births() => fn(_msg, tindex: Int("transaction index"), tlabel: Int("transaction label"), table: Table, uri: Str) {
-        ts_append_to(id(tindex, tlabel), table, Some(&uri))
+        ts_append_to(tindex, tlabel, table, Some(&uri))
     }
     "ts_append_by_contact" => fn(msg, table: Table, ruri: Str) { ts_append_by_contact(msg, table, &ruri, None) }
     "ts_append_by_contact" => fn(msg, table: Table, ruri: Str, contact: Str) { ts_append_by_contact(msg, table, &ruri, Some(&contact)) }
